@@ -1,0 +1,46 @@
+"""lightning-scaling: data- and model-scaling studies as one PyTorch Lightning callback.
+
+The numerical core (:mod:`lightning_scaling.laws`, :mod:`lightning_scaling.sampling`) is plain
+numpy/scipy. The Lightning-facing classes are imported lazily, so that
+``import lightning_scaling.laws`` never imports torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0.dev0"
+
+# public name -> module that defines it; resolved on first attribute access (PEP 562)
+_LAZY = {
+    "DataFraction": "lightning_scaling.data",
+    "fraction_dataloader": "lightning_scaling.data",
+    "fit_learning_curve": "lightning_scaling.laws",
+    "LearningCurveFit": "lightning_scaling.laws",
+}
+
+if TYPE_CHECKING:
+    from lightning_scaling.data import DataFraction, fraction_dataloader
+    from lightning_scaling.laws import LearningCurveFit, fit_learning_curve
+
+__all__ = [
+    "DataFraction",
+    "LearningCurveFit",
+    "__version__",
+    "fit_learning_curve",
+    "fraction_dataloader",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_scaling' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

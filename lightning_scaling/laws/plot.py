@@ -1,0 +1,64 @@
+"""Paper-style log-log figures of fitted learning curves (matplotlib, imported only when plotting)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from lightning_scaling.laws.fit import LearningCurveFit
+
+
+def plot_fit(
+    fit: LearningCurveFit, ax: Axes | None = None, *, extrapolate: float = 10.0, label: str | None = None
+) -> Axes:
+    """Draw points, the fitted curve with its interval band, and the three regions shaded.
+
+    Args:
+        fit: the fitted curve.
+        ax: axes to draw on; a new figure when ``None``.
+        extrapolate: draw the curve up to this multiple of the largest measured size.
+        label: legend label of the points (the fit's equation labels the curve).
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    x = fit.sizes
+    # the law claims nothing below the power-law start; beyond the data it is an extrapolation
+    grid = np.geomspace(fit.power_law_start, x[-1] * max(extrapolate, 1.0), 300)
+    pred = fit.predict(grid)
+    used = np.arange(len(x)) >= fit.start_index
+    inside = grid <= x[-1]
+    (line,) = ax.plot(grid[inside], pred.value[inside], lw=2, label=fit.equation())
+    color = line.get_color()
+    if (~inside).any():
+        ax.plot(grid[~inside], pred.value[~inside], lw=2, ls="--", color=color, label="extrapolation")
+    ax.fill_between(grid, pred.lower, pred.upper, color=color, alpha=0.2, lw=0,
+                    label=f"{fit.confidence:.0%} interval")
+    if fit.seed_errors is not None:
+        for col in fit.seed_errors.T:
+            ax.scatter(x, col, s=8, color="0.6", zorder=2)
+    ax.scatter(x[used], fit.errors[used], color=color, edgecolor="k", zorder=3, label=label or "fitted points")
+    if (~used).any():
+        ax.scatter(x[~used], fit.errors[~used], facecolor="none", edgecolor="k", zorder=3,
+                   label="not fitted")
+    regions = fit.regions
+    if fit.start_index > 0:
+        ax.axvspan(x[0], fit.power_law_start, color="0.85", alpha=0.5, lw=0, label="small-data region")
+    if math.isfinite(regions["irreducible"][0]) and regions["irreducible"][0] < grid[-1]:
+        ax.axvspan(regions["irreducible"][0], grid[-1], color="tab:red", alpha=0.08, lw=0,
+                   label="irreducible-error region (within 10% of floor)")
+    if fit.floor > 0:
+        ax.axhline(fit.floor, color="tab:red", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training set size")
+    ax.set_ylabel("generalisation error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
