@@ -14,6 +14,10 @@ __version__ = "0.1.0.dev0"
 
 # public name -> module that defines it; resolved on first attribute access (PEP 562)
 _LAZY = {
+    "ScalingSweep": "lightning_scaling.callbacks.scaling_sweep",
+    "current_run": "lightning_scaling.sweep.context",
+    "run_sweep": "lightning_scaling.sweep.controller",
+    "SweepResult": "lightning_scaling.sweep.result",
     "DataFraction": "lightning_scaling.data",
     "fraction_dataloader": "lightning_scaling.data",
     "fit_learning_curve": "lightning_scaling.laws",
@@ -21,15 +25,23 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from lightning_scaling.callbacks.scaling_sweep import ScalingSweep
     from lightning_scaling.data import DataFraction, fraction_dataloader
     from lightning_scaling.laws import LearningCurveFit, fit_learning_curve
+    from lightning_scaling.sweep.context import current_run
+    from lightning_scaling.sweep.controller import run_sweep
+    from lightning_scaling.sweep.result import SweepResult
 
 __all__ = [
     "DataFraction",
     "LearningCurveFit",
+    "ScalingSweep",
+    "SweepResult",
     "__version__",
+    "current_run",
     "fit_learning_curve",
     "fraction_dataloader",
+    "run_sweep",
 ]
 
 

@@ -32,7 +32,7 @@ def test_text_output_has_law_intervals_and_regions(curve_csv, capsys):
     assert main(["fit", str(curve_csv), "--where", "width=64", "--bootstrap", "200", "--target", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "eps(m) = " in out and "beta = -0.3" in out and "95%" in out
-    assert "regions: small-data" in out
+    assert "regions: " in out and "<= irreducible" in out
     assert "data needed for error 0.05:" in out
 
 
@@ -95,4 +95,4 @@ def test_console_script_runs_on_bundled_data():
         [sys.executable, "-m", "lightning_scaling.cli", "fit", str(data), "--where", "split=fit", "--bootstrap", "100"],
         check=True, capture_output=True, text=True,
     ).stdout
-    assert "hestness" in out and "small-data <" in out
+    assert "hestness" in out and "small-data <" in out  # the bundled curve starts near best guess

@@ -199,8 +199,9 @@ class LearningCurveFit:
             lo, hi = self.intervals[name]
             lines.append(f"  {name:>6} = {value:.4g}  [{lo:.4g}, {hi:.4g}]  {level}")
         r = self.regions
-        lines.append(f"  regions: small-data < {r['power_law'][0]:.4g} <= power-law < {r['power_law'][1]:.4g} "
-                     "<= irreducible")
+        start = (f"small-data < {r['power_law'][0]:.4g} <= power-law" if self.start_index
+                 else "no small-data region in the data; power-law")
+        lines.append(f"  regions: {start} < {r['power_law'][1]:.4g} <= irreducible")
         return "\n".join(lines)
 
     def equation(self) -> str:

@@ -1,0 +1,390 @@
+r"""ScalingSweep: one callback runs a whole data- and model-scaling study.
+
+Add it to an existing Trainer and call ``trainer.fit`` as usual. In the script you start (the
+*controller*), ``fit`` runs every (data size x grid point x seed) run of the study, each a fresh
+process of your own script in its own device slot, then fits the scaling laws and ends without
+training in this process. Inside a run, the same callback applies the run's data size, grid values
+and seed and records the run.
+
+.. code-block:: python
+
+    run = current_run()
+    model = Net(hidden=run.param("hidden", default=256))
+    sweep = ScalingSweep(fractions=ScalingSweep.geometric(1 / 64, 1.0, num=7),
+                         grid={"hidden": [64, 128, 256]}, seeds=2, monitor="val_err")
+    trainer = pl.Trainer(max_epochs=50, callbacks=[sweep])
+    trainer.fit(model, datamodule=dm)
+    if run.is_controller:
+        print(sweep.result.law)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import secrets
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from typing_extensions import override
+
+from lightning_scaling.sweep.context import RunContext, current_run
+from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
+from lightning_scaling.sweep.launcher import Launcher, LocalLauncher
+from lightning_scaling.sweep.plan import SweepPlan, geometric
+from lightning_scaling.sweep.result import SweepResult, to_error
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json
+
+__all__ = ["ScalingSweep"]
+
+
+def _versions() -> dict[str, str]:
+    import lightning_scaling
+
+    return {"lightning_scaling": lightning_scaling.__version__, "torch": torch.__version__,
+            "pytorch_lightning": pl.__version__, "python": platform.python_version()}
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    with contextlib.suppress(ImportError):
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        return isinstance(exc, SIGTERMException)
+    return False
+
+
+class ScalingSweep(Callback):
+    r"""Run the study of Hestness et al. 2017 from one ``trainer.fit`` call.
+
+    Args:
+        fractions: training-set fractions to run, e.g. ``ScalingSweep.geometric(1/64, 1, 7)``.
+        sizes: absolute training-set sizes (samples) instead of ``fractions``.
+        grid: values searched at every size, ``{"hidden": [64, 128, 256]}``; read them in your
+            script with ``current_run().param("hidden", default=...)``. Dotted keys
+            (``"model.hidden"``) are also passed to LightningCLI scripts as ``--model.hidden=...``.
+        seeds: number of seeds per (size, grid point), or a list of seeds.
+        monitor: logged validation metric to minimise (or an accuracy with ``mode="max"``).
+        mode: ``"min"`` or ``"max"``.
+        to_error: turns the monitored value into the error that is fitted (default: the value for
+            ``mode="min"``, ``1 - value`` for ``mode="max"``).
+        data_seed: seed of the nested subsets (the same subsets for every run seed).
+        sweep_dir: folder of the results; default ``<default_root_dir>/scaling_sweeps/<name>``.
+        name: name of the sweep (default: the script's file name).
+        slots: parallel runs; default one per GPU (or GPU group), or one per core on a CPU machine.
+        devices_per_slot: GPUs per run.
+        launcher: a launcher object instead of local slots (cluster launchers).
+        max_retries: how often a failed run is retried before it is recorded as failed.
+        size_fn: size of one training sample in your unit (e.g. its token count), when the callback
+            wraps the training data itself (with :class:`~lightning_scaling.DataFraction`, set it there).
+        size_unit: the name of that unit (``"tokens"``); the x-axis of the fitted curves.
+        probe: run one batch first, to check the script and the monitor key before the study.
+        cli_overrides: pass dotted grid keys as CLI arguments (default: when any key is dotted).
+        bootstrap: bootstrap replicates of the fitted laws' intervals.
+
+    After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
+    """
+
+    geometric = staticmethod(geometric)
+
+    def __init__(
+        self,
+        fractions: Sequence[float] | None = None,
+        sizes: Sequence[int] | None = None,
+        grid: dict[str, list[Any]] | None = None,
+        seeds: int | list[int] = 1,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        to_error: Callable[[float], float] | None = None,
+        data_seed: int = 0,
+        sweep_dir: str | None = None,
+        name: str | None = None,
+        slots: int | None = None,
+        devices_per_slot: int = 1,
+        launcher: Launcher | None = None,
+        max_retries: int = 1,
+        size_fn: Callable[[Any], float] | None = None,
+        size_unit: str = "samples",
+        probe: bool = True,
+        cli_overrides: bool | None = None,
+        bootstrap: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
+                                    mode=mode, data_seed=data_seed)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        if isinstance(devices_per_slot, bool) or not isinstance(devices_per_slot, int) or devices_per_slot < 1:
+            raise ValueError(f"devices_per_slot must be a positive integer, got {devices_per_slot!r}")
+        if to_error is not None and not callable(to_error):
+            raise TypeError("to_error must be a callable value -> error")
+        self.to_error = to_error
+        self.sweep_dir = sweep_dir
+        self.name = name
+        self.slots = slots
+        self.devices_per_slot = devices_per_slot
+        self.launcher = launcher
+        self.max_retries = max_retries
+        self.size_fn = size_fn
+        self.size_unit = size_unit
+        self.probe = probe
+        self.cli_overrides = any("." in k for k in self.plan.grid) if cli_overrides is None else cli_overrides
+        self.bootstrap = bootstrap
+        self.result: SweepResult | None = None
+        self._run: RunContext = current_run(seed=False)
+        # run-side state
+        self._best: float | None = None
+        self._best_step: int | None = None
+        self._best_epoch: int | None = None
+        self._last: float | None = None
+        self._status = "ok"
+        self._reason: str | None = None
+        self._t_start = 0.0
+        self._loader_dataset: Any = None
+        self._datamodule: Any = None
+        self._written = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.plan.monitor, runs=len(self.plan.runs))
+
+    # ============================================================================ the controller
+    def _sweep_root(self, trainer: pl.Trainer) -> Path:
+        if self._run.sweep_dir:
+            return Path(self._run.sweep_dir)
+        if self.sweep_dir:
+            return Path(self.sweep_dir)
+        import __main__
+
+        name = self.name or Path(getattr(__main__, "__file__", None) or "sweep").stem
+        return Path(trainer.default_root_dir) / "scaling_sweeps" / name
+
+    def _check_devices(self, trainer: pl.Trainer) -> None:
+        from pytorch_lightning.accelerators import CUDAAccelerator
+
+        if not isinstance(trainer.accelerator, CUDAAccelerator):
+            return
+        flag = getattr(getattr(trainer, "_accelerator_connector", None), "_devices_flag", None)
+        if flag in ("auto", -1, "-1"):
+            return  # "auto" adapts to what a slot makes visible
+        if trainer.num_devices > self.devices_per_slot:
+            raise SweepError(
+                f"the Trainer asks for {trainer.num_devices} GPUs per run, but a sweep slot has "
+                f"{self.devices_per_slot}; pass ScalingSweep(devices_per_slot={trainer.num_devices}) for "
+                f"multi-GPU runs, or Trainer(devices='auto') to use what a slot gives"
+            )
+
+    def _run_controller(self, trainer: pl.Trainer) -> SweepResult:
+        self._check_devices(trainer)
+        root = self._sweep_root(trainer)
+        launcher = self.launcher or LocalLauncher(slots=self.slots, devices_per_slot=self.devices_per_slot)
+        convert = self.to_error or (lambda v: to_error(v, self.plan.mode))
+        controller = SweepController(
+            self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
+            max_retries=self.max_retries, probe=self.probe,
+            analyse=lambda recs: SweepResult.from_records(recs, monitor=self.plan.monitor, mode=self.plan.mode,
+                                                          to_error_fn=convert, bootstrap=self.bootstrap),
+        )
+        result = controller.run()
+        print(result.summary(), file=sys.stderr, flush=True)
+        return result
+
+    def _controller_setup(self, trainer: pl.Trainer) -> None:
+        root = self._sweep_root(trainer)
+        # one token per fit: other ranks wait for rank 0's done-file by polling, not in a collective,
+        # because a sweep outlasts any process-group timeout
+        token = trainer.strategy.broadcast(secrets.token_hex(8) if trainer.is_global_zero else None, src=0)
+        done = root / f".done-{token}.json"
+        if trainer.is_global_zero:
+            error: BaseException | None = None
+            try:
+                self.result = self._run_controller(trainer)
+            except BaseException as exc:  # every rank must learn the outcome, or they wait forever
+                error = exc
+                raise
+            finally:
+                atomic_write_json(done, {"ok": error is None, "error": None if error is None else repr(error)})
+        else:
+            while not done.exists():
+                time.sleep(1.0)
+            outcome = SweepStore._read(done) or {}
+            if not outcome.get("ok"):
+                raise SweepError(f"the sweep stopped on rank 0: {outcome.get('error')}")
+            self.result = _load_result(root, self)
+        trainer.strategy.barrier("lightning_scaling.sweep_done")
+        if trainer.is_global_zero:
+            done.unlink(missing_ok=True)
+        # the study ran in child processes: end this fit without a sanity check or a training step
+        trainer.num_sanity_val_steps = 0
+        trainer.limit_train_batches = 0
+        trainer.limit_val_batches = 0
+
+    # =================================================================================== a run
+    def _apply_fraction(self, trainer: pl.Trainer) -> None:
+        from lightning_scaling.data import DataFraction, fraction_dataloader
+
+        spec = self._run.spec
+        assert spec is not None
+        kwargs = {"fraction": spec.fraction, "size": spec.size, "seed": spec.data_seed}
+        dm = trainer.datamodule
+        if isinstance(dm, DataFraction):
+            dm.set_fraction(**kwargs)
+            self._datamodule = dm
+            return
+        source = getattr(trainer.fit_loop, "_data_source", None)
+        instance = getattr(source, "instance", None)
+        wrap = {"size_fn": self.size_fn, "size_unit": self.size_unit, **kwargs}
+        if isinstance(instance, pl.LightningDataModule | pl.LightningModule):
+            original = instance.train_dataloader
+
+            def train_dataloader() -> Any:
+                loader = fraction_dataloader(original(), **wrap)
+                self._loader_dataset = loader.dataset
+                return loader
+
+            # an instance attribute shadows the method for this process (a run) only
+            instance.train_dataloader = train_dataloader  # type: ignore[method-assign]
+        elif isinstance(instance, torch.utils.data.DataLoader):
+            assert source is not None
+            source.instance = fraction_dataloader(instance, **wrap)
+            self._loader_dataset = source.instance.dataset
+        else:
+            raise SweepError(
+                "ScalingSweep could not find the training data to subsample (the Trainer's data source is "
+                f"{type(instance).__name__}); wrap your datamodule in lightning_scaling.DataFraction, or pass "
+                "train_dataloaders=DataLoader(...) to fit"
+            )
+
+    def _run_setup(self, trainer: pl.Trainer) -> None:
+        spec = self._run.spec
+        assert spec is not None
+        if spec.run_id not in {r.run_id for r in self.plan.runs}:
+            raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
+                             "arguments differ from the controller's; start the sweep again")
+        current_run()  # seeds this run's RNGs once, if the script did not call it before building the model
+        self._apply_fraction(trainer)
+        if self._run.probe:
+            trainer.limit_train_batches = 1
+            trainer.limit_val_batches = 1
+            trainer.num_sanity_val_steps = 0
+            trainer.fit_loop.max_epochs = 1
+        self._t_start = time.time()
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        spec = self._run.spec
+        assert spec is not None
+        src = self._datamodule if self._datamodule is not None else self._loader_dataset
+        num = getattr(src, "num_samples", None)
+        train_size = getattr(src, "train_size", None)
+        unit = getattr(src, "size_unit", self.size_unit)
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        return {
+            "run_id": spec.run_id, "attempt": self._run.attempt, "status": self._status, "reason": self._reason,
+            "fraction": spec.fraction, "size": spec.size, "num_samples": num,
+            "train_size": float(train_size) if train_size is not None else None, "size_unit": unit,
+            "params": spec.params, "seed": spec.seed, "data_seed": spec.data_seed,
+            "trainable_params": int(trainable), "monitor": self.plan.monitor, "mode": self.plan.mode,
+            "best_value": self._best, "best_step": self._best_step, "best_epoch": self._best_epoch,
+            "final_value": self._last, "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+            "wall_time_s": round(time.time() - self._t_start, 3), "started_at": self._t_start,
+            "ended_at": time.time(), "host": socket.gethostname(),
+            "devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "versions": _versions(),
+        }
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._written or not trainer.is_global_zero:
+            return
+        self._written = True
+        store = SweepStore(self._sweep_root(trainer))
+        record = self._record(trainer, pl_module)
+        if self._run.probe:
+            keys = sorted(trainer.callback_metrics)
+            ok = self.plan.monitor in keys or self._status != "ok"
+            atomic_write_json(store.root / f"{PROBE_ID}.json", {
+                "status": "ok" if ok and self._status != "failed" else "failed",
+                "reason": self._reason or (None if ok else self._missing_monitor(keys)),
+                "metrics": keys, "trainable_params": record["trainable_params"],
+            })
+            return
+        store.write_record(record)
+
+    def _missing_monitor(self, keys: Sequence[str]) -> str:
+        return (f"ScalingSweep(monitor={self.plan.monitor!r}) is not among the logged metrics {list(keys)}; "
+                "log it in validation_step (self.log(...)) or pass one of these as monitor=")
+
+    # ================================================================================== hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self._run.is_controller:
+            self._controller_setup(trainer)
+        else:
+            self._run_setup(trainer)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._run.is_controller or trainer.sanity_checking:
+            return
+        metrics: Mapping[str, Any] = trainer.callback_metrics
+        if self.plan.monitor not in metrics:
+            self._status, self._reason = "failed", self._missing_monitor(sorted(metrics))
+            raise SweepError(self._reason)
+        value = float(metrics[self.plan.monitor])
+        self._last = value
+        if not math.isfinite(value):
+            self._status, self._reason = "diverged", f"{self.plan.monitor} became {value} at step {trainer.global_step}"
+            trainer.should_stop = True
+            return
+        better = self._best is None or (value < self._best if self.plan.mode == "min" else value > self._best)
+        if better:
+            self._best, self._best_step, self._best_epoch = value, int(trainer.global_step), int(trainer.current_epoch)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._run.is_controller:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+            self._status = "diverged"
+            self._reason = f"training loss became {loss.detach().float().mean().item()} at step {trainer.global_step}"
+            trainer.should_stop = True
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._run.is_run:
+            if self._status == "ok" and self._best is None and not self._run.probe:
+                self._status, self._reason = "failed", "validation never ran, so there is no monitored value"
+            self._write(trainer, pl_module)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._run.is_controller or _is_interrupt(exception):
+            return  # an interrupted run has no record, so a resumed sweep runs it again
+        self._status = "failed"
+        last = traceback.format_exception_only(type(exception), exception)[-1].strip()
+        self._reason = self._reason or last
+        with contextlib.suppress(Exception):
+            self._write(trainer, pl_module)
+
+
+def _load_result(root: Path, sweep: ScalingSweep) -> SweepResult | None:
+    """Rank > 0: the result rank 0 wrote, re-analysed from the same records."""
+    try:
+        return SweepResult.load(root, bootstrap=sweep.bootstrap, to_error_fn=sweep.to_error)
+    except (FileNotFoundError, ValueError):
+        return None

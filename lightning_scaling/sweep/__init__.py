@@ -1,0 +1,24 @@
+"""The sweep machinery behind :class:`~lightning_scaling.ScalingSweep`: plan, store, launchers,
+controller and result. Nothing here imports Lightning, so a sweep folder can be analysed anywhere.
+"""
+
+from lightning_scaling.sweep.context import RunContext, current_run
+from lightning_scaling.sweep.controller import SweepController, SweepError, run_sweep
+from lightning_scaling.sweep.launcher import LocalLauncher
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan, geometric
+from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.store import SweepStore
+
+__all__ = [
+    "LocalLauncher",
+    "RunContext",
+    "RunSpec",
+    "SweepController",
+    "SweepError",
+    "SweepPlan",
+    "SweepResult",
+    "SweepStore",
+    "current_run",
+    "geometric",
+    "run_sweep",
+]

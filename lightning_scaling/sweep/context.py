@@ -1,0 +1,105 @@
+"""Who am I: the controller, or one run of a sweep? (``current_run()``)
+
+The controller starts each run as a fresh process of the user's own script, with the run's spec
+in the environment variable ``LIGHTNING_SCALING_RUN`` (the way Lightning's DDP launcher tells its
+children their rank). :func:`current_run` reads it; without it the process is the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_scaling.sweep.plan import RunSpec
+
+__all__ = ["ENV_RUN", "RunContext", "current_run"]
+
+ENV_RUN = "LIGHTNING_SCALING_RUN"
+_MISSING = object()
+_seeded: set[str] = set()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run this process executes, or the controller (``spec is None``).
+
+    Example:
+        >>> run = current_run()          # in the script the user starts: the controller
+        >>> run.is_controller, run.param("hidden", default=256)
+        (True, 256)
+    """
+
+    spec: RunSpec | None = None
+    sweep_dir: str | None = None
+    attempt: int = 1
+    probe: bool = False
+
+    @property
+    def is_controller(self) -> bool:
+        """True in the process the user started (every DDP rank of it); False inside a run."""
+        return self.spec is None
+
+    @property
+    def is_run(self) -> bool:
+        return self.spec is not None
+
+    @property
+    def seed(self) -> int | None:
+        return None if self.spec is None else self.spec.seed
+
+    @property
+    def fraction(self) -> float | None:
+        return None if self.spec is None else self.spec.fraction
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {} if self.spec is None else dict(self.spec.params)
+
+    def param(self, name: str, default: Any = _MISSING) -> Any:
+        """This run's value of grid parameter ``name``; ``default`` in the controller or when not searched.
+
+        Grid keys may be CLI paths (``"model.hidden"``); ``param("hidden")`` finds them too.
+        """
+        if self.spec is not None:
+            if name in self.spec.params:
+                return self.spec.params[name]
+            tails = [k for k in self.spec.params if k.split(".")[-1] == name]
+            if len(tails) == 1:
+                return self.spec.params[tails[0]]
+        if default is _MISSING:
+            where = f"grid {sorted(self.spec.params)}" if self.spec is not None else "the controller"
+            raise KeyError(f"{name!r} is not searched in {where}; pass current_run().param({name!r}, default=...)")
+        return default
+
+    def to_env(self) -> str:
+        assert self.spec is not None
+        return json.dumps({"spec": self.spec.to_dict(), "sweep_dir": self.sweep_dir, "attempt": self.attempt,
+                           "probe": self.probe})
+
+
+def current_run(*, seed: bool = True) -> RunContext:
+    """The run this process executes (``is_controller`` in the script the user started).
+
+    Inside a run, the first call also seeds every random generator with the run's seed
+    (``seed_everything``), so each seed of a grid point starts from fresh, different weights; call
+    it before building the model. Pass ``seed=False`` to seed yourself (use ``current_run().seed``).
+    """
+    raw = os.environ.get(ENV_RUN)
+    if not raw:
+        return RunContext()
+    try:
+        data = json.loads(raw)
+        ctx = RunContext(spec=RunSpec.from_dict(data["spec"]), sweep_dir=data.get("sweep_dir"),
+                         attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RuntimeError(f"{ENV_RUN} is set but is not a lightning-scaling run spec ({exc}); unset it to run "
+                           "this script as the controller") from None
+    assert ctx.spec is not None
+    if seed and ctx.spec.run_id not in _seeded:
+        _seeded.add(ctx.spec.run_id)
+        from lightning_fabric.utilities.seed import seed_everything
+
+        seed_everything(ctx.spec.seed, workers=True, verbose=False)
+    return ctx

@@ -1,0 +1,264 @@
+"""The sweep's controller: plans, launches, retries, resumes, and fits (no Lightning import).
+
+Used by the :class:`~lightning_scaling.ScalingSweep` callback in the script the user starts, and
+by :func:`run_sweep` from notebooks and programs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from lightning_scaling.sweep.context import ENV_RUN, RunContext
+from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, tail
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.store import SweepStore
+
+__all__ = ["SweepController", "SweepError"]
+
+FINAL = ("ok", "diverged")
+PROBE_ID = "probe"
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (bad script, unknown monitor key, changed settings)."""
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class SweepController:
+    """Runs every planned run that has no final record, then fits the laws.
+
+    Args:
+        plan: the sweep's plan.
+        store: the sweep folder.
+        launcher: where runs execute (default: local slots).
+        command: the command that runs the user's script (default: this process's script).
+        cli_overrides: append ``--key=value`` for dotted grid keys and ``--seed_everything`` (LightningCLI).
+        max_retries: how often a failed run is retried.
+        probe: first run one batch of the smallest run to check the script and the monitor key.
+        analyse: callable turning records into a :class:`SweepResult`.
+        stream: where progress goes.
+    """
+
+    def __init__(
+        self,
+        plan: SweepPlan,
+        store: SweepStore,
+        *,
+        launcher: Launcher | None = None,
+        command: Sequence[str] | None = None,
+        cli_overrides: bool = False,
+        max_retries: int = 1,
+        probe: bool = True,
+        analyse: Callable[[list[dict[str, Any]]], SweepResult] | None = None,
+        stream: TextIO | None = None,
+        poll_interval: float = 0.2,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        self.plan = plan
+        self.store = store
+        self.launcher = launcher or LocalLauncher()
+        self.command = list(command) if command is not None else None
+        self.cli_overrides = cli_overrides
+        self.max_retries = max_retries
+        self.probe = probe
+        self.analyse = analyse or (lambda recs: SweepResult.from_records(recs, monitor=plan.monitor, mode=plan.mode))
+        self.stream = stream or sys.stderr
+        self.poll_interval = poll_interval
+        self._t0 = time.time()
+        self._durations: list[float] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        print(f"[lightning-scaling] {msg}", file=self.stream, flush=True)
+
+    def _job(self, spec: RunSpec, attempt: int, probe: bool = False) -> Job:
+        assert self.command is not None
+        cmd = list(self.command)
+        if self.cli_overrides:
+            for k, v in spec.params.items():
+                if "." in k:
+                    cmd.append(f"--{k}={v if isinstance(v, str) else json.dumps(v)}")
+            cmd.append(f"--seed_everything={spec.seed}")
+        ctx = RunContext(spec=spec, sweep_dir=str(self.store.root), attempt=attempt, probe=probe)
+        log = self.store.log_path(PROBE_ID if probe else spec.run_id)
+        return Job(spec=spec, attempt=attempt, command=cmd, env_overrides={ENV_RUN: ctx.to_env()}, log_path=log,
+                   probe=probe)
+
+    def _check_plan(self) -> None:
+        old = self.store.read_plan()
+        if old is not None:
+            fatal, notes = self.plan.diff(old)
+            if fatal:
+                raise SweepError(
+                    f"the sweep folder {self.store.root} holds a study with other settings ({'; '.join(fatal)}); "
+                    "its records cannot be mixed with this one. Pass another sweep_dir= or name=, or move the "
+                    "folder away to start over"
+                )
+            for n in notes:
+                self.log(f"plan changed since the last start: {n}")
+        self.store.write_plan(self.plan.to_dict())
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> SweepResult:
+        """Run the sweep to the end (resuming what is on disk) and return its result."""
+        self._check_plan()
+        records = self.store.records()
+        todo = [s for s in self.plan.runs if records.get(s.run_id, {}).get("status") not in FINAL]
+        done = len(self.plan.runs) - len(todo)
+        self.log(f"plan: {self.plan.summary()}")
+        self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
+        if done:
+            self.log(f"resuming: {done} runs already finished, {len(todo)} to run")
+        if todo:
+            if self.command is None:
+                from lightning_scaling.sweep.launcher import script_command
+
+                self.command = script_command()
+            try:
+                if self.probe and not any(r.get("status") == "ok" for r in records.values()):
+                    self._probe()
+                self._loop(todo)
+            except KeyboardInterrupt:
+                self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
+                self.launcher.shutdown()
+                raise
+        planned = {s.run_id for s in self.plan.runs}
+        recs = [r for k, r in self.store.records().items() if k in planned]
+        result = self.analyse(recs)
+        result.save(self.store.root)
+        self.log(f"result: {self.store.result_path}")
+        return result
+
+    def _probe(self) -> None:
+        smallest = min(self.plan.runs, key=lambda s: (s.fraction or 0, s.size or 0))
+        job = self._job(smallest, attempt=1, probe=True)
+        self.log(f"probe: one batch of {smallest.run_id} to check the script and the monitor key")
+        probe_path = self.store.root / f"{PROBE_ID}.json"
+        probe_path.unlink(missing_ok=True)
+        while self.launcher.capacity < 1:  # pragma: no cover - a fresh launcher is empty
+            time.sleep(self.poll_interval)
+        self.launcher.submit(job)
+        while True:
+            finished = self.launcher.poll()
+            if finished:
+                _, rc = finished[0]
+                break
+            time.sleep(self.poll_interval)
+        info = SweepStore._read(probe_path)
+        if rc != 0 or info is None:
+            raise SweepError(f"the probe run failed (exit code {rc}); nothing else was started. Its log "
+                             f"{job.log_path} ends with:\n{tail(job.log_path)}")
+        if info.get("status") != "ok":
+            raise SweepError(f"the probe run stopped: {info.get('reason')}")
+
+    def _loop(self, todo: list[RunSpec]) -> None:
+        queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
+        total = len(self.plan.runs)
+        failures: dict[str, list[str]] = {}
+        last_beat = time.time()
+        while queue or self.launcher.running():
+            while queue and self.launcher.capacity > 0:
+                spec, attempt = queue.popleft()
+                self.launcher.submit(self._job(spec, attempt))
+            for job, rc in self.launcher.poll():
+                rec = self.store.read_record(job.spec.run_id)
+                fresh = rec is not None and rec.get("attempt") == job.attempt
+                if fresh and rec["status"] in FINAL:
+                    self._durations.append(time.time() - job.started)
+                    self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
+                    self._progress(total)
+                    continue
+                reason = rec.get("reason") if fresh and rec else None
+                reason = reason or f"exit code {rc}; log {job.log_path} ends with:\n{tail(job.log_path, 8)}"
+                failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
+                if job.attempt <= self.max_retries:
+                    self.log(f"failed (attempt {job.attempt}, retrying): {job.spec.run_id}: {reason.splitlines()[0]}")
+                    queue.append((job.spec, job.attempt + 1))
+                else:
+                    self.log(f"failed (attempt {job.attempt}, giving up): {job.spec.run_id}: {reason.splitlines()[0]}")
+                    self.store.write_record({
+                        **(rec or {}), **_spec_fields(job.spec), "status": "failed", "attempt": job.attempt,
+                        "reason": reason, "attempts": failures[job.spec.run_id], "monitor": self.plan.monitor,
+                    })
+                    self._progress(total)
+            if time.time() - last_beat > 30:
+                last_beat = time.time()
+                self._progress(total)
+            time.sleep(self.poll_interval)
+
+    def _progress(self, total: int) -> None:
+        records = self.store.records()
+        planned = {s.run_id for s in self.plan.runs}
+        status = [r.get("status") for k, r in records.items() if k in planned]
+        ok = sum(s in FINAL for s in status)
+        failed = sum(s == "failed" for s in status)
+        running = len(self.launcher.running())
+        left = total - ok - failed
+        elapsed = time.time() - self._t0
+        per_run = sum(self._durations) / len(self._durations) if self._durations else math.nan
+        slots = max(1, running + self.launcher.capacity)
+        eta = per_run * max(0, left) / slots if left else 0.0
+        self.log(f"{ok}/{total} done, {failed} failed, {running} running | elapsed {_fmt_time(elapsed)} | "
+                 f"ETA {_fmt_time(eta)}")
+
+
+def _spec_fields(spec: RunSpec) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
+            "seed": spec.seed, "data_seed": spec.data_seed}
+
+
+def run_sweep(
+    script: str | Path,
+    *,
+    args: Sequence[str] = (),
+    fractions: Sequence[float] | None = None,
+    sizes: Sequence[int] | None = None,
+    grid: dict[str, Sequence[Any]] | None = None,
+    seeds: int | Sequence[int] = 1,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    data_seed: int = 0,
+    sweep_dir: str | Path = "scaling_sweeps/sweep",
+    slots: int | None = None,
+    devices_per_slot: int = 1,
+    max_retries: int = 1,
+    cli_overrides: bool | None = None,
+) -> SweepResult:
+    """Run a sweep from a notebook or program: every run executes ``python script *args``.
+
+    The script must add a :class:`~lightning_scaling.ScalingSweep` with the same arguments to its
+    Trainer (inside a run the callback only applies the run's data size, grid values and seed).
+
+    Example::
+
+        result = run_sweep("train.py", fractions=ScalingSweep.geometric(1/16, 1, 5),
+                           grid={"hidden": [32, 64]}, monitor="val_err", sweep_dir="sweeps/digits")
+        print(result.law)
+    """
+    path = Path(script)
+    if not path.is_file():
+        raise FileNotFoundError(f"script {script!r} not found; pass the path of the training script")
+    plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
+                           data_seed=data_seed)
+    dotted = any("." in k for k in plan.grid)
+    controller = SweepController(
+        plan, SweepStore(sweep_dir), launcher=LocalLauncher(slots=slots, devices_per_slot=devices_per_slot),
+        command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
+        cli_overrides=dotted if cli_overrides is None else cli_overrides,
+    )
+    return controller.run()

@@ -1,0 +1,110 @@
+"""The sweep folder: one JSON record per run, written atomically, and the plan and result beside them.
+
+Layout (schema in the README)::
+
+    <sweep_dir>/
+      sweep.json          the plan: sizes, grid, seeds, monitor, every run's spec
+      runs/<run_id>.json  one record per finished run (ok, diverged or failed)
+      logs/<run_id>.log   the run's stdout and stderr, every attempt appended
+      result.json         all records, the fitted laws and predictions
+      learning_curve.png  the paper-style figure
+
+Every file is written to a temporary name and renamed into place, so a controller killed at any
+moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SweepStore", "atomic_write_json"]
+
+
+def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX and Windows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+class SweepStore:
+    """Reads and writes one sweep folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def result_path(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def figure_path(self) -> Path:
+        return self.root / "learning_curve.png"
+
+    def record_path(self, run_id: str) -> Path:
+        return self.root / "runs" / f"{run_id}.json"
+
+    def log_path(self, run_id: str) -> Path:
+        return self.root / "logs" / f"{run_id}.log"
+
+    def read_plan(self) -> dict[str, Any] | None:
+        return self._read(self.plan_path)
+
+    def write_plan(self, plan: Mapping[str, Any]) -> None:
+        atomic_write_json(self.plan_path, plan)
+
+    def read_record(self, run_id: str) -> dict[str, Any] | None:
+        return self._read(self.record_path(run_id))
+
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        atomic_write_json(self.record_path(record["run_id"]), record)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every record on disk, by run id (also those of runs no longer planned)."""
+        out = {}
+        for p in sorted((self.root / "runs").glob("*.json")):
+            rec = self._read(p)
+            if rec is not None and "run_id" in rec:
+                out[rec["run_id"]] = rec
+        return out
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        atomic_write_json(self.result_path, result)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            with path.open(encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as exc:
+            # atomic writes never leave this; a hand-edited file does: say which, do not guess
+            raise ValueError(f"{path} is not valid JSON ({exc}); fix or remove it and run again") from None

@@ -1,0 +1,114 @@
+"""A small real project with a ScalingSweep, re-run by the sweep's tests as a script.
+
+Teacher-student classification: labels are the argmax of a fixed random linear teacher in 32
+dimensions; an MLP of width ``hidden`` learns them, and its error falls with data as a power law.
+Everything is generated, so the script needs no data on disk.
+
+Test hooks, read from the environment (children inherit it from the controller):
+    LS_TEST_SWEEP  JSON keyword arguments of ScalingSweep
+    LS_TEST_FAIL   JSON: {"raise_once": f} raises on the first attempt of fraction f,
+                   {"nan_hidden": h} makes width h diverge, {"kill_fraction": f} SIGKILLs the run,
+                   {"sleep": s} sleeps s seconds in every run before training
+    LS_TEST_DDP    "1": the user's Trainer asks for devices=2, strategy="ddp" on CPU
+    LS_TEST_WRAP   "1": the script wraps its datamodule in DataFraction itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_scaling import DataFraction, ScalingSweep, current_run
+
+torch.set_num_threads(1)
+
+
+class TeacherData(pl.LightningDataModule):
+    def __init__(self, n_train: int = 4096, n_val: int = 1024, dim: int = 32, classes: int = 4, batch_size: int = 32):
+        super().__init__()
+        self.n_train, self.n_val, self.dim, self.classes, self.batch_size = n_train, n_val, dim, classes, batch_size
+
+    def setup(self, stage: str) -> None:
+        g = torch.Generator().manual_seed(1234)
+        teacher = torch.randn(self.dim, self.classes, generator=g)
+        x = torch.randn(self.n_train + self.n_val, self.dim, generator=g)
+        y = (x @ teacher).argmax(1)
+        self.train_set = TensorDataset(x[: self.n_train], y[: self.n_train])
+        self.val_set = TensorDataset(x[self.n_train :], y[self.n_train :])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=256)
+
+
+class MLP(pl.LightningModule):
+    def __init__(self, hidden: int = 32, lr: float = 0.02, nan: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(32, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        if self.hparams.nan:
+            loss = loss * float("nan")
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        self.log("val_err", (logits.argmax(1) != y).float().mean())
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+
+    run = current_run()
+    fail = json.loads(os.environ.get("LS_TEST_FAIL", "{}"))
+    hidden = run.param("hidden", default=32)
+    if run.is_run and not run.probe:
+        if fail.get("raise_once") == run.fraction and run.attempt == 1:
+            raise RuntimeError("injected failure on the first attempt")
+        if fail.get("kill_fraction") == run.fraction:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(float(fail.get("sleep", 0)))
+    model = MLP(hidden=hidden, nan=run.is_run and fail.get("nan_hidden") == hidden)
+    dm = TeacherData()
+    if os.environ.get("LS_TEST_WRAP") == "1":
+        dm = DataFraction(dm)
+    sweep = ScalingSweep(**json.loads(os.environ["LS_TEST_SWEEP"]))
+    ddp = os.environ.get("LS_TEST_DDP") == "1"
+    trainer = pl.Trainer(
+        default_root_dir=args.root, max_epochs=args.epochs, accelerator="cpu",
+        devices=2 if ddp else 1, strategy="ddp" if ddp else "auto", callbacks=[sweep],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    if run.is_controller and trainer.is_global_zero:
+        assert sweep.result is not None
+        print("RESULT", json.dumps({"law": sweep.result.law.to_dict() if sweep.result.law else None,
+                                    "n_runs": len(sweep.result.runs)}))
+    if run.is_controller and not trainer.is_global_zero:
+        print("RANK", trainer.global_rank, "has result", sweep.result is not None)
+
+
+if __name__ == "__main__":
+    main()

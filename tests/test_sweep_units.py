@@ -1,0 +1,185 @@
+"""The sweep's plain-Python layers: plan, store, child environment, run context, aggregation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lightning_scaling.sweep import (
+    RunContext,
+    SweepPlan,
+    SweepResult,
+    SweepStore,
+    current_run,
+    geometric,
+)
+from lightning_scaling.sweep.context import ENV_RUN
+from lightning_scaling.sweep.launcher import LocalLauncher, child_environment
+
+
+def test_plan_orders_largest_first_with_stable_ids():
+    plan = SweepPlan.build(fractions=[0.1, 0.2, 0.4, 0.8], grid={"hidden": [8, 16]}, seeds=2, monitor="val_err")
+    assert len(plan.runs) == 16
+    assert [r.fraction for r in plan.runs[:4]] == [0.8] * 4
+    assert plan.runs[-1].fraction == 0.1
+    again = SweepPlan.build(fractions=[0.8, 0.4, 0.2, 0.1, 0.05], grid={"hidden": [8, 16]}, seeds=2, monitor="val_err")
+    # a run keeps its id when the plan grows, so its finished record is found on resume
+    assert {r.run_id for r in plan.runs} < {r.run_id for r in again.runs}
+    assert len({r.run_id for r in again.runs}) == len(again.runs)
+    assert "16 runs = 4 data fractions" in plan.summary()
+
+
+def test_plan_diff_names_what_changed():
+    plan = SweepPlan.build(fractions=[0.1, 0.2, 0.4, 0.8], seeds=1, monitor="val_err")
+    stored = plan.to_dict()
+    grown = SweepPlan.build(fractions=[0.1, 0.2, 0.4, 0.8], seeds=2, monitor="val_err")
+    fatal, notes = grown.diff(stored)
+    assert not fatal and notes == ["4 runs added"]
+    other = SweepPlan.build(fractions=[0.1, 0.2, 0.4, 0.8], seeds=1, monitor="val_loss")
+    fatal, _ = other.diff(stored)
+    assert fatal == ["monitor: 'val_err' -> 'val_loss'"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], grid={"hidden": []}), r"grid\['hidden'\] must be a non-empty list"),
+        (dict(fractions=[0.1, 0.2, 0.4, 1.5]), r"fractions must be in \(0, 1\]"),
+        (dict(fractions=[0.0, 0.2, 0.4, 0.8]), r"fractions must be in \(0, 1\]"),
+        (dict(fractions=[0.1, 0.2, 0.2, 0.8]), "fractions repeat"),
+        (dict(sizes=[100, 200, 200, 800]), "sizes repeat"),
+        (dict(fractions=[0.25, 0.5, 1.0]), "too few to fit a learning curve"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], sizes=[1, 2, 3, 4]), "exactly one of fractions"),
+        (dict(sizes=[100, 200.5, 400, 800]), "positive integer sample counts"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], seeds=0), "seeds"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], mode="maximize"), "mode must be"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], grid={"hidden": "64"}), "non-empty list"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], grid={"hidden": [8, 8]}), "repeats values"),
+        (dict(fractions=[0.1, 0.2, 0.4, 0.8], grid={"act": [object()]}), "not JSON-serialisable"),
+    ],
+)
+def test_bad_sweep_arguments_fail_before_any_run(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SweepPlan.build(**{"monitor": "val_err", **kwargs})
+
+
+def test_geometric():
+    assert geometric(1 / 64, 1.0, 7)[0] == 1 / 64
+    assert geometric(1 / 64, 1.0, 7)[-1] == 1.0
+    assert geometric(100, 1600, 5) == [100, 200, 400, 800, 1600]
+    with pytest.raises(ValueError, match="start < stop"):
+        geometric(1.0, 0.5, 3)
+
+
+def test_store_writes_atomically_and_reads_back(tmp_path):
+    store = SweepStore(tmp_path / "s")
+    store.write_record({"run_id": "a", "status": "ok", "best_value": 0.5})
+    assert store.read_record("a")["best_value"] == 0.5
+    assert not list((tmp_path / "s" / "runs").glob(".*tmp"))  # no temporary left behind
+    (tmp_path / "s" / "runs" / "b.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"b.json is not valid JSON"):
+        store.records()
+
+
+def test_child_environment_is_clean():
+    parent = {"PATH": "/bin", "LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "1234",
+              "SLURM_JOB_ID": "7", "TORCHELASTIC_RUN_ID": "x", "WANDB_SERVICE": "s", "WANDB_RUN_ID": "r",
+              "CUDA_VISIBLE_DEVICES": "0,1,2,3", "WANDB_API_KEY": "keep-the-user-s-auth", "PL_GLOBAL_SEED": "3"}
+    env = child_environment(parent, {"CUDA_VISIBLE_DEVICES": "2", ENV_RUN: "{}"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert env["PATH"] == "/bin" and env["WANDB_API_KEY"] == "keep-the-user-s-auth"
+    for gone in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID",
+                 "WANDB_SERVICE", "WANDB_RUN_ID", "PL_GLOBAL_SEED"):
+        assert gone not in env
+
+
+def test_local_slots_pin_gpus_and_split_threads(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    launcher = LocalLauncher()
+    assert [s.gpus for s in launcher.slots] == [("0",), ("1",), ("2",), ("3",)]
+    pairs = LocalLauncher(devices_per_slot=2)
+    assert [s.env()["CUDA_VISIBLE_DEVICES"] for s in pairs.slots] == ["0,1", "2,3"]
+    with pytest.raises(ValueError, match="devices_per_slot=8 but only 4 GPUs"):
+        LocalLauncher(devices_per_slot=8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    cpu = LocalLauncher(slots=2, threads_per_slot=3)
+    assert [s.env()["OMP_NUM_THREADS"] for s in cpu.slots] == ["3", "3"]
+    assert all(s.env()["CUDA_VISIBLE_DEVICES"] == "" for s in cpu.slots)
+
+
+def test_current_run_reads_the_spec(monkeypatch):
+    assert current_run().is_controller
+    assert current_run().param("hidden", default=3) == 3
+    with pytest.raises(KeyError, match="default="):
+        current_run().param("hidden")
+    plan = SweepPlan.build(fractions=[0.1, 0.2, 0.4, 0.8], grid={"model.hidden": [8, 16]}, monitor="val_err")
+    ctx = RunContext(spec=plan.runs[1], sweep_dir="/tmp/x", attempt=2)
+    monkeypatch.setenv(ENV_RUN, ctx.to_env())
+    run = current_run(seed=False)
+    assert run.is_run and run.attempt == 2 and run.sweep_dir == "/tmp/x"
+    assert run.param("model.hidden") == run.param("hidden") == 16
+    monkeypatch.setenv(ENV_RUN, "not json")
+    with pytest.raises(RuntimeError, match="not a lightning-scaling run spec"):
+        current_run()
+
+
+def _records(beta=-0.5, seeds=2):
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, frac in enumerate([1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]):
+        n = 4096 * frac
+        for hidden, alpha, params in ((8, 6.0, 300), (64, 4.0, 2400)):
+            # the wide model wins at every size except the smallest, where the narrow one is better
+            a = 3.9 if (hidden == 8 and i == 0) else alpha
+            for s in range(seeds):
+                err = (a * n**beta + 0.02) * np.exp(rng.normal(0, 0.02))
+                recs.append({"run_id": f"{i}-{hidden}-{s}", "status": "ok", "fraction": frac, "size": None,
+                             "train_size": n, "size_unit": "samples", "params": {"hidden": hidden}, "seed": s,
+                             "best_value": float(err), "trainable_params": params})
+    recs.append({"run_id": "x", "status": "failed", "fraction": 1.0, "params": {"hidden": 8}, "seed": 9,
+                 "reason": "boom"})
+    return recs
+
+
+def test_result_picks_best_model_per_size_and_fits_laws(tmp_path):
+    res = SweepResult.from_records(_records(), monitor="val_err", mode="min", bootstrap=200)
+    assert [b["params"]["hidden"] for b in res.best] == [8, 64, 64, 64, 64]
+    assert res.law is not None and res.law.resample == "seeds"
+    assert res.law.intervals["beta"][0] < -0.5 < res.law.intervals["beta"][1]
+    assert set(res.per_grid) == {"hidden=8", "hidden=64"}
+    assert res.shared_exponent is not None and res.shared_exponent.same_exponent
+    assert res.model_size_law is not None and res.model_size_law.beta_p > 0
+    d = json.loads(res.to_json())
+    assert d["n_failed"] == 1 and d["n_ok"] == 20 and d["law"]["beta"] == res.law.params["beta"]
+    assert "data_to_halve_error" in d["predictions"]
+    res.save(tmp_path)
+    assert json.loads((tmp_path / "result.json").read_text())["law"]["beta"] == res.law.params["beta"]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_result_converts_accuracy_and_rejects_non_accuracy():
+    recs = _records()
+    for r in recs:
+        if "best_value" in r:
+            r["best_value"] = 1.0 - r["best_value"]
+    res = SweepResult.from_records(recs, monitor="val_acc", mode="max", bootstrap=0)
+    assert res.law is not None and res.law.params["beta"] < 0
+    recs[0]["best_value"] = 3.0
+    with pytest.raises(ValueError, match="not an accuracy"):
+        SweepResult.from_records(recs, monitor="val_acc", mode="max", bootstrap=0)
+
+
+def test_result_without_finished_runs_says_so():
+    res = SweepResult.from_records([{"run_id": "a", "status": "failed"}], monitor="m", mode="min")
+    assert res.law is None and "no run finished" in res.notes[0]
+
+
+def test_sweep_package_imports_no_lightning():
+    code = ("import sys, lightning_scaling.sweep; "
+            "assert not [m for m in ('torch', 'pytorch_lightning') if m in sys.modules]")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, ENV_RUN: ""})
