@@ -91,7 +91,8 @@ def test_failures_are_retried_recorded_and_the_law_still_fitted(tmp_path):
     sweep = {**SWEEP, "fractions": [0.0625, 0.125, 0.25, 0.5, 1.0], "grid": {"hidden": [8, 64]}, "slots": 2,
              "max_retries": 1}
     fail = {"raise_once": 0.5, "nan_hidden": 8, "kill_fraction": 0.0625}
-    proc = _run(tmp_path, sweep, LS_TEST_FAIL=json.dumps(fail))
+    # runs as plain subprocesses here (no fork server), so both ways of starting a run meet failures
+    proc = _run(tmp_path, sweep, LS_TEST_FAIL=json.dumps(fail), LS_TEST_NO_FORK="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = list(_records(tmp_path / "scaling_sweeps" / "sweep_script").values())
     by = {(r["fraction"], r["params"]["hidden"]): r for r in recs}

@@ -137,6 +137,11 @@ class SweepController:
                 self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
                 self.launcher.shutdown()
                 raise
+            except BaseException:
+                self.launcher.shutdown()
+                raise
+            finally:
+                self.launcher.close()
         planned = {s.run_id for s in self.plan.runs}
         recs = [r for k, r in self.store.records().items() if k in planned]
         result = self.analyse(recs)

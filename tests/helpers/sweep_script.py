@@ -11,6 +11,7 @@ Test hooks, read from the environment (children inherit it from the controller):
                    {"sleep": s} sleeps s seconds in every run before training
     LS_TEST_DDP    "1": the user's Trainer asks for devices=2, strategy="ddp" on CPU
     LS_TEST_WRAP   "1": the script wraps its datamodule in DataFraction itself
+    LS_TEST_NO_FORK  "1": runs start as new processes instead of forks of the fork server
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_scaling import DataFraction, ScalingSweep, current_run
+from lightning_scaling.sweep import LocalLauncher
 
 torch.set_num_threads(1)
 
@@ -94,7 +96,10 @@ def main() -> None:
     dm = TeacherData()
     if os.environ.get("LS_TEST_WRAP") == "1":
         dm = DataFraction(dm)
-    sweep = ScalingSweep(**json.loads(os.environ["LS_TEST_SWEEP"]))
+    kwargs = json.loads(os.environ["LS_TEST_SWEEP"])
+    if os.environ.get("LS_TEST_NO_FORK") == "1":
+        kwargs["launcher"] = LocalLauncher(slots=kwargs.pop("slots", None), fork_server=False)
+    sweep = ScalingSweep(**kwargs)
     ddp = os.environ.get("LS_TEST_DDP") == "1"
     trainer = pl.Trainer(
         default_root_dir=args.root, max_epochs=args.epochs, accelerator="cpu",

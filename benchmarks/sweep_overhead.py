@@ -1,0 +1,187 @@
+"""What the sweep costs on top of the training it runs, and how well two slots run in parallel.
+
+The same N runs (equal cost: a fixed number of steps, one per data fraction), measured side by side:
+
+(a) back to back in one process (one ``python`` process: its imports once, then the N runs),
+(b) by the sweep with 1 slot,
+(c) by the sweep with 2 slots,
+(d) by the sweep with 2 slots, runs started as new processes instead of by the fork server.
+
+Each is timed as a whole ``python`` command, as a user would run it. Prints the overhead per run,
+(b - a) / N, split into the sweep's fixed cost (controller start and final analysis, read off the
+run records) and the gap between consecutive runs in a slot; and the parallel ratio c / (a / 2).
+Target: (c) within 1.1x of (a)/2 for runs of >= 20 s. Run from the repository root:
+
+    python benchmarks/sweep_overhead.py [--seconds-per-run 20] [--runs 8]
+
+With ``--task`` this file is also the training script the sweep re-runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+FRACTIONS = [0.125, 0.25, 0.5, 1.0, 0.0625, 0.03125, 0.015625, 0.0078125]
+
+
+def _task_objects(steps: int, root: str, callbacks: list):
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    class Data(pl.LightningDataModule):
+        def setup(self, stage: str) -> None:
+            g = torch.Generator().manual_seed(0)
+            teacher = torch.randn(32, 4, generator=g)
+            x = torch.randn(5120, 32, generator=g)
+            y = (x @ teacher).argmax(1)
+            self.train_set, self.val_set = TensorDataset(x[:4096], y[:4096]), TensorDataset(x[4096:], y[4096:])
+
+        def train_dataloader(self):
+            return DataLoader(self.train_set, batch_size=32, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(self.val_set, batch_size=512)
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_err", (self.net(x).argmax(1) != y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    trainer = pl.Trainer(default_root_dir=root, max_steps=steps, max_epochs=-1, accelerator="cpu", devices=1,
+                         check_val_every_n_epoch=None, val_check_interval=steps, callbacks=callbacks, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return Net(), Data(), trainer
+
+
+def task(args: argparse.Namespace) -> None:
+    """The user's script: one model, one Trainer, a ScalingSweep."""
+    from lightning_scaling import ScalingSweep, current_run
+    from lightning_scaling.sweep import LocalLauncher
+
+    current_run()
+    launcher = LocalLauncher(slots=args.slots, fork_server=not args.no_fork_server)
+    sweep = ScalingSweep(fractions=FRACTIONS[: args.runs], monitor="val_err", launcher=launcher, probe=False,
+                         bootstrap=0, sweep_dir=args.sweep_dir)
+    model, data, trainer = _task_objects(args.steps, args.sweep_dir, [sweep])
+    trainer.fit(model, datamodule=data)
+
+
+def in_process(runs: int, steps: int, root: str) -> float:
+    """The same runs back to back in this process, subsets through DataFraction as in the sweep."""
+    from lightning_scaling import DataFraction
+
+    t0 = time.perf_counter()
+    for f in FRACTIONS[:runs]:
+        model, data, trainer = _task_objects(steps, root, [])
+        trainer.fit(model, datamodule=DataFraction(data, fraction=f))
+    return time.perf_counter() - t0
+
+
+def one_process(runs: int, steps: int) -> float:
+    """(a): one python command that imports once and trains the N runs back to back."""
+    root = tempfile.mkdtemp(prefix="ls-overhead-a-")
+    cmd = [sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps), "--sweep-dir", root]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(root, ignore_errors=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the in-process runs failed:\n{proc.stderr[-3000:]}")
+    return wall
+
+
+def by_sweep(runs: int, steps: int, slots: int, fork_server: bool = True) -> tuple[float, float, float]:
+    """Wall time of the sweep, its fixed cost, and the mean gap between consecutive runs of a slot."""
+    folder = tempfile.mkdtemp(prefix="ls-overhead-")
+    cmd = [sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps), "--slots", str(slots),
+           "--sweep-dir", folder, *([] if fork_server else ["--no-fork-server"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    start = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    end = time.time()
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep with {slots} slot(s) failed:\n{proc.stderr[-3000:]}")
+    records = [json.loads(p.read_text()) for p in Path(folder, "runs").glob("*.json")]
+    if len(records) != runs or any(r["status"] != "ok" for r in records):
+        raise SystemExit(f"expected {runs} ok runs, got {records}")
+    shutil.rmtree(folder, ignore_errors=True)
+    spans = sorted((r["started_at"], r["ended_at"]) for r in records)
+    fixed = (spans[0][0] - start) + (end - max(e for _, e in spans))
+    # consecutive runs of one slot: each run starts after some earlier run ended
+    gaps = [s - max(e for _, e in spans[:i] if e <= s) for i, (s, _) in enumerate(spans) if i >= slots
+            and any(e <= s for _, e in spans[:i])]
+    return wall, fixed, (sum(gaps) / len(gaps) if gaps else float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-fork-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=0, help="steps per run (default: calibrated)")
+    parser.add_argument("--slots", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--sweep-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds-per-run", type=float, default=20.0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.task:
+        task(args)
+        return
+    if args.in_process:
+        in_process(args.runs, args.steps, args.sweep_dir)
+        return
+    if not 4 <= args.runs <= len(FRACTIONS):
+        raise SystemExit(f"--runs must be in [4, {len(FRACTIONS)}] (a sweep fits a curve to >= 4 sizes)")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    root = tempfile.mkdtemp(prefix="ls-overhead-a-")
+    steps = args.steps
+    if not steps:
+        probe = 400
+        per_step = in_process(4, probe, root) / (4 * probe)
+        steps = max(100, int(args.seconds_per_run / per_step))
+    print(f"{args.runs} runs of {steps} steps each (about {args.seconds_per_run:g} s), 1 thread per run, "
+          f"{os.cpu_count()} cores")
+    a = one_process(args.runs, steps)
+    b, fixed_b, gap_b = by_sweep(args.runs, steps, slots=1)
+    c, fixed_c, gap_c = by_sweep(args.runs, steps, slots=2)
+    d, fixed_d, gap_d = by_sweep(args.runs, steps, slots=2, fork_server=False)
+    shutil.rmtree(root, ignore_errors=True)
+    n = args.runs
+    print(f"(a) one process, back to back:  {a:8.1f} s  ({a / n:.1f} s per run, imports included once)")
+    print(f"(b) sweep, 1 slot:              {b:8.1f} s  (fixed {fixed_b:.1f} s, gap between runs {gap_b:.2f} s)")
+    print(f"(c) sweep, 2 slots:             {c:8.1f} s  (fixed {fixed_c:.1f} s, gap between runs {gap_c:.2f} s)")
+    print(f"(d) sweep, 2 slots, no fork server: {d:4.1f} s  (fixed {fixed_d:.1f} s, gap between runs {gap_d:.2f} s)")
+    print(f"overhead per run, (b - a) / N: {(b - a) / n:.2f} s = fixed cost / N + gap + per-run setup")
+    print(f"1-slot ratio b / a: {b / a:.3f}")
+    print(f"parallel efficiency (a / 2) / c: {a / 2 / c:.3f}; c / (a / 2) = {c / (a / 2):.3f} (target <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()
