@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.runif import RunIf
 
 HELPERS = Path(__file__).parent / "helpers"
 REPO = Path(__file__).parents[1]
@@ -195,3 +196,31 @@ def test_lightning_cli_script_with_a_grid_over_a_model_argument(tmp_path):
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / "logs").glob("*.log"))
     assert "--model.hidden=8" in logs and "--model.hidden=64" in logs
     assert "HIDDEN 64 SEED 0" in logs
+
+
+@RunIf(lightning=True)
+def test_lightning_pytorch_namespace(tmp_path):
+    # the project imports lightning.pytorch; the package's classes for it are accepted by its Trainer
+    proc = _run(tmp_path, {**SWEEP, "slots": 2, "bootstrap": 100}, LS_TEST_NAMESPACE="lightning", LS_TEST_WRAP="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = _records(tmp_path / "scaling_sweeps" / "sweep_script")
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs.values())
+    assert all("lightning.pytorch" in r["versions"] for r in recs.values())
+    assert sorted(r["num_samples"] for r in recs.values()) == [512, 1024, 2048, 4096]
+
+
+def test_run_sweep_from_a_program_or_notebook(tmp_path, monkeypatch):
+    from lightning_scaling import run_sweep
+
+    folder = tmp_path / "nb"
+    # the script's own ScalingSweep must describe the same study as run_sweep's arguments
+    monkeypatch.setenv("LS_TEST_SWEEP", json.dumps({**SWEEP, "sweep_dir": str(folder)}))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    result = run_sweep(HELPERS / "sweep_script.py", args=["--root", str(tmp_path)], fractions=SWEEP["fractions"],
+                       monitor="val_err", slots=2, sweep_dir=folder)
+    assert result.law is not None and result.law.params["beta"] < 0
+    assert len(result.runs) == 4 and all(r["status"] == "ok" for r in result.runs)
+    assert json.loads((folder / "result.json").read_text())["law"]["beta"] == result.law.params["beta"]
+    with pytest.raises(FileNotFoundError, match="not found"):
+        run_sweep(tmp_path / "missing.py", fractions=SWEEP["fractions"])

@@ -183,3 +183,41 @@ def test_sweep_package_imports_no_lightning():
     code = ("import sys, lightning_scaling.sweep; "
             "assert not [m for m in ('torch', 'pytorch_lightning') if m in sys.modules]")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, ENV_RUN: ""})
+
+
+def test_trainer_asking_for_more_gpus_than_a_slot_is_refused():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.accelerators import CUDAAccelerator
+
+    from lightning_scaling import ScalingSweep
+    from lightning_scaling.sweep import SweepError
+
+    sweep = ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], monitor="val_err")
+    trainer = SimpleNamespace(accelerator=CUDAAccelerator(), num_devices=4,
+                              _accelerator_connector=SimpleNamespace(_devices_flag=4))
+    with pytest.raises(SweepError, match=r"asks for 4 GPUs per run.*devices_per_slot=4"):
+        sweep._check_devices(trainer)
+    trainer._accelerator_connector._devices_flag = "auto"  # adapts to the slot: accepted
+    sweep._check_devices(trainer)
+    ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], monitor="val_err", devices_per_slot=4)._check_devices(
+        SimpleNamespace(accelerator=CUDAAccelerator(), num_devices=4,
+                        _accelerator_connector=SimpleNamespace(_devices_flag=4)))
+
+
+def test_bad_callback_arguments_are_named():
+    from lightning_scaling import ScalingSweep
+
+    with pytest.raises(ValueError, match="max_retries"):
+        ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], max_retries=-1)
+    with pytest.raises(ValueError, match="devices_per_slot"):
+        ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], devices_per_slot=0)
+    with pytest.raises(ValueError, match="slots must be a positive integer"):
+        LocalLauncher(slots=0)
+
+
+def test_an_interactive_session_is_told_how_to_run_a_sweep():
+    code = "from lightning_scaling.sweep.launcher import script_command; script_command()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "lightning_scaling.run_sweep('train.py'" in proc.stderr

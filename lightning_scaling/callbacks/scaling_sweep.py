@@ -31,7 +31,8 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -48,21 +49,18 @@ from lightning_scaling.sweep.store import SweepStore, atomic_write_json
 __all__ = ["ScalingSweep"]
 
 
-def _versions() -> dict[str, str]:
+def _versions(namespace: ModuleType) -> dict[str, str]:
     import lightning_scaling
 
     return {"lightning_scaling": lightning_scaling.__version__, "torch": torch.__version__,
-            "pytorch_lightning": pl.__version__, "python": platform.python_version()}
+            namespace.__name__: getattr(namespace, "__version__", "?"), "python": platform.python_version()}
 
 
-def _is_interrupt(exc: BaseException) -> bool:
+def _is_interrupt(exc: BaseException, namespace: ModuleType) -> bool:
     if isinstance(exc, KeyboardInterrupt):
         return True
-    with contextlib.suppress(ImportError):
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-        return isinstance(exc, SIGTERMException)
-    return False
+    sigterm = getattr(getattr(getattr(namespace, "utilities", None), "exceptions", None), "SIGTERMException", None)
+    return sigterm is not None and isinstance(exc, sigterm)
 
 
 class ScalingSweep(Callback):
@@ -97,6 +95,8 @@ class ScalingSweep(Callback):
     """
 
     geometric = staticmethod(geometric)
+    # the Lightning namespace whose classes this callback meets (lightning.pytorch in its subclass)
+    _pl: ClassVar[ModuleType] = pl
 
     def __init__(
         self,
@@ -171,9 +171,7 @@ class ScalingSweep(Callback):
         return Path(trainer.default_root_dir) / "scaling_sweeps" / name
 
     def _check_devices(self, trainer: pl.Trainer) -> None:
-        from pytorch_lightning.accelerators import CUDAAccelerator
-
-        if not isinstance(trainer.accelerator, CUDAAccelerator):
+        if not isinstance(trainer.accelerator, self._pl.accelerators.CUDAAccelerator):
             return
         flag = getattr(getattr(trainer, "_accelerator_connector", None), "_devices_flag", None)
         if flag in ("auto", -1, "-1"):
@@ -245,7 +243,7 @@ class ScalingSweep(Callback):
         source = getattr(trainer.fit_loop, "_data_source", None)
         instance = getattr(source, "instance", None)
         wrap = {"size_fn": self.size_fn, "size_unit": self.size_unit, **kwargs}
-        if isinstance(instance, pl.LightningDataModule | pl.LightningModule):
+        if isinstance(instance, self._pl.LightningDataModule | self._pl.LightningModule):
             original = instance.train_dataloader
 
             def train_dataloader() -> Any:
@@ -300,7 +298,7 @@ class ScalingSweep(Callback):
             "wall_time_s": round(time.time() - self._t_start, 3), "started_at": self._t_start,
             "ended_at": time.time(), "host": socket.gethostname(),
             "devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "versions": _versions(),
+            "versions": _versions(self._pl),
         }
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -374,7 +372,7 @@ class ScalingSweep(Callback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self._run.is_controller or _is_interrupt(exception):
+        if self._run.is_controller or _is_interrupt(exception, self._pl):
             return  # an interrupted run has no record, so a resumed sweep runs it again
         self._status = "failed"
         last = traceback.format_exception_only(type(exception), exception)[-1].strip()

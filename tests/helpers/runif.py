@@ -19,6 +19,7 @@ def RunIf(
     skip_windows: bool = False,
     fork: bool = False,
     min_cores: int = 0,
+    lightning: bool = False,
 ) -> pytest.MarkDecorator:
     """A ``skipif`` marker that skips unless every requested condition holds, saying which failed."""
     reasons = []
@@ -34,6 +35,11 @@ def RunIf(
 
         if "fork" not in multiprocessing.get_all_start_methods():
             reasons.append("the 'fork' start method")
+    if lightning:
+        import importlib.util
+
+        if importlib.util.find_spec("lightning") is None:
+            reasons.append("the `lightning` package (lightning.pytorch)")
     if min_cores and (os.cpu_count() or 1) < min_cores:
         reasons.append(f"at least {min_cores} CPU cores")
     return pytest.mark.skipif(bool(reasons), reason="requires " + ", ".join(reasons))

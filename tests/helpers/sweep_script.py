@@ -12,6 +12,7 @@ Test hooks, read from the environment (children inherit it from the controller):
     LS_TEST_DDP    "1": the user's Trainer asks for devices=2, strategy="ddp" on CPU
     LS_TEST_WRAP   "1": the script wraps its datamodule in DataFraction itself
     LS_TEST_NO_FORK  "1": runs start as new processes instead of forks of the fork server
+    LS_TEST_NAMESPACE  "lightning": the project imports lightning.pytorch instead of pytorch_lightning
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ import os
 import signal
 import time
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_scaling import DataFraction, ScalingSweep, current_run
+from lightning_scaling import current_run
 from lightning_scaling.sweep import LocalLauncher
+
+if os.environ.get("LS_TEST_NAMESPACE") == "lightning":
+    import lightning.pytorch as pl
+
+    from lightning_scaling.lightning_pytorch import DataFraction, ScalingSweep
+else:
+    import pytorch_lightning as pl
+
+    from lightning_scaling import DataFraction, ScalingSweep
 
 torch.set_num_threads(1)
 
