@@ -221,3 +221,14 @@ def test_an_interactive_session_is_told_how_to_run_a_sweep():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "lightning_scaling.run_sweep('train.py'" in proc.stderr
+
+
+def test_runs_without_a_size_in_the_unit_fall_back_to_samples_or_are_named():
+    recs = [r for r in _records() if r["status"] == "ok"]
+    recs[0]["train_size"] = None  # e.g. a stream never sized in the user's unit: its sample count is used
+    recs[0]["num_samples"] = 256
+    recs[1]["train_size"] = None
+    recs[1]["num_samples"] = None
+    res = SweepResult.from_records(recs, monitor="val_err", mode="min", bootstrap=0)
+    assert res.law is not None
+    assert any(recs[1]["run_id"] in n for n in res.notes)

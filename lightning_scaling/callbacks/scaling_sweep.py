@@ -42,7 +42,7 @@ from typing_extensions import override
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import Launcher, LocalLauncher
-from lightning_scaling.sweep.plan import SweepPlan, geometric
+from lightning_scaling.sweep.plan import SweepPlan, geometric, require_int
 from lightning_scaling.sweep.result import SweepResult, to_error
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json
 
@@ -123,10 +123,10 @@ class ScalingSweep(Callback):
         super().__init__()
         self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
                                     mode=mode, data_seed=data_seed)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
-        if isinstance(devices_per_slot, bool) or not isinstance(devices_per_slot, int) or devices_per_slot < 1:
-            raise ValueError(f"devices_per_slot must be a positive integer, got {devices_per_slot!r}")
+        # checked here, when the script builds the callback, not minutes later when fit starts
+        require_int("max_retries", max_retries, 0)
+        require_int("devices_per_slot", devices_per_slot, 1)
+        require_int("slots", slots, 1, allow_none=True)
         if to_error is not None and not callable(to_error):
             raise TypeError("to_error must be a callable value -> error")
         self.to_error = to_error
@@ -288,7 +288,8 @@ class ScalingSweep(Callback):
         unit = getattr(src, "size_unit", self.size_unit)
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         return {
-            "run_id": spec.run_id, "attempt": self._run.attempt, "status": self._status, "reason": self._reason,
+            "run_id": spec.run_id, "attempt": self._run.attempt, "launch": self._run.launch,
+            "status": self._status, "reason": self._reason,
             "fraction": spec.fraction, "size": spec.size, "num_samples": num,
             "train_size": float(train_size) if train_size is not None else None, "size_unit": unit,
             "params": spec.params, "seed": spec.seed, "data_seed": spec.data_seed,

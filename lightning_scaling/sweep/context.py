@@ -35,6 +35,7 @@ class RunContext:
     sweep_dir: str | None = None
     attempt: int = 1
     probe: bool = False
+    launch: str = ""
 
     @property
     def is_controller(self) -> bool:
@@ -76,7 +77,7 @@ class RunContext:
     def to_env(self) -> str:
         assert self.spec is not None
         return json.dumps({"spec": self.spec.to_dict(), "sweep_dir": self.sweep_dir, "attempt": self.attempt,
-                           "probe": self.probe})
+                           "probe": self.probe, "launch": self.launch})
 
 
 def current_run(*, seed: bool = True) -> RunContext:
@@ -92,7 +93,8 @@ def current_run(*, seed: bool = True) -> RunContext:
     try:
         data = json.loads(raw)
         ctx = RunContext(spec=RunSpec.from_dict(data["spec"]), sweep_dir=data.get("sweep_dir"),
-                         attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)))
+                         attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)),
+                         launch=str(data.get("launch", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{ENV_RUN} is set but is not a lightning-scaling run spec ({exc}); unset it to run "
                            "this script as the controller") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import sys
 import time
 from collections import deque
@@ -17,7 +18,7 @@ from typing import Any, TextIO
 
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, tail
-from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore
 
@@ -67,8 +68,7 @@ class SweepController:
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
     ) -> None:
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        require_int("max_retries", max_retries, 0)
         self.plan = plan
         self.store = store
         self.launcher = launcher or LocalLauncher()
@@ -81,6 +81,7 @@ class SweepController:
         self.poll_interval = poll_interval
         self._t0 = time.time()
         self._durations: list[float] = []
+        self._status: dict[str, str | None] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -94,10 +95,13 @@ class SweepController:
                 if "." in k:
                     cmd.append(f"--{k}={v if isinstance(v, str) else json.dumps(v)}")
             cmd.append(f"--seed_everything={spec.seed}")
-        ctx = RunContext(spec=spec, sweep_dir=str(self.store.root), attempt=attempt, probe=probe)
+        # a fresh token per launch: the record a run writes is recognised as this launch's, never as a
+        # stale one left by an earlier session of the same run
+        ctx = RunContext(spec=spec, sweep_dir=str(self.store.root), attempt=attempt, probe=probe,
+                         launch=secrets.token_hex(6))
         log = self.store.log_path(PROBE_ID if probe else spec.run_id)
         return Job(spec=spec, attempt=attempt, command=cmd, env_overrides={ENV_RUN: ctx.to_env()}, log_path=log,
-                   probe=probe)
+                   probe=probe, launch=ctx.launch)
 
     def _check_plan(self) -> None:
         old = self.store.read_plan()
@@ -118,7 +122,8 @@ class SweepController:
         """Run the sweep to the end (resuming what is on disk) and return its result."""
         self._check_plan()
         records = self.store.records()
-        todo = [s for s in self.plan.runs if records.get(s.run_id, {}).get("status") not in FINAL]
+        self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
+        todo = [s for s in self.plan.runs if self._status[s.run_id] not in FINAL]
         done = len(self.plan.runs) - len(todo)
         self.log(f"plan: {self.plan.summary()}")
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
@@ -182,8 +187,9 @@ class SweepController:
                 self.launcher.submit(self._job(spec, attempt))
             for job, rc in self.launcher.poll():
                 rec = self.store.read_record(job.spec.run_id)
-                fresh = rec is not None and rec.get("attempt") == job.attempt
+                fresh = rec is not None and rec.get("launch") == job.launch
                 if fresh and rec["status"] in FINAL:
+                    self._status[job.spec.run_id] = rec["status"]
                     self._durations.append(time.time() - job.started)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
                     self._progress(total)
@@ -197,9 +203,11 @@ class SweepController:
                 else:
                     self.log(f"failed (attempt {job.attempt}, giving up): {job.spec.run_id}: {reason.splitlines()[0]}")
                     self.store.write_record({
-                        **(rec or {}), **_spec_fields(job.spec), "status": "failed", "attempt": job.attempt,
-                        "reason": reason, "attempts": failures[job.spec.run_id], "monitor": self.plan.monitor,
+                        **(rec if fresh and rec else {}), **_spec_fields(job.spec), "status": "failed",
+                        "attempt": job.attempt, "launch": job.launch, "reason": reason,
+                        "attempts": failures[job.spec.run_id], "monitor": self.plan.monitor,
                     })
+                    self._status[job.spec.run_id] = "failed"
                     self._progress(total)
             if time.time() - last_beat > 30:
                 last_beat = time.time()
@@ -207,9 +215,7 @@ class SweepController:
             time.sleep(self.poll_interval)
 
     def _progress(self, total: int) -> None:
-        records = self.store.records()
-        planned = {s.run_id for s in self.plan.runs}
-        status = [r.get("status") for k, r in records.items() if k in planned]
+        status = list(self._status.values())
         ok = sum(s in FINAL for s in status)
         failed = sum(s == "failed" for s in status)
         running = len(self.launcher.running())

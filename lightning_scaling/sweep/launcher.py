@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lightning_scaling.sweep.forkserver import ForkedProcess, ForkServer
-from lightning_scaling.sweep.plan import RunSpec
+from lightning_scaling.sweep.plan import RunSpec, require_int
 
 __all__ = ["Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "script_command"]
 
@@ -93,6 +93,7 @@ class Job:
     env_overrides: dict[str, str]
     log_path: Path
     probe: bool = False
+    launch: str = ""
     slot: Slot | None = None
     started: float = field(default_factory=time.time)
     process: subprocess.Popen | ForkedProcess | None = field(default=None, repr=False)
@@ -158,10 +159,9 @@ class LocalLauncher:
         threads_per_slot: int | None = None,
         fork_server: bool | None = None,
     ):
-        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
-            raise ValueError(f"slots must be a positive integer or None (one per device), got {slots!r}")
-        if isinstance(devices_per_slot, bool) or not isinstance(devices_per_slot, int) or devices_per_slot < 1:
-            raise ValueError(f"devices_per_slot must be a positive integer, got {devices_per_slot!r}")
+        require_int("slots", slots, 1, allow_none=True)
+        require_int("devices_per_slot", devices_per_slot, 1)
+        require_int("threads_per_slot", threads_per_slot, 1, allow_none=True)
         gpus = _visible_gpus()
         cores = os.cpu_count() or 1
         self.devices_per_slot = devices_per_slot
@@ -207,8 +207,13 @@ class LocalLauncher:
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {' '.join(job.command)}\n".encode())
         server = self._fork_server() if job.command[:1] == [sys.executable] else None
         if server is not None:
-            job.process = server.spawn(job.command, env, os.getcwd(), job.log_path)  # type: ignore[assignment]
-        else:
+            try:
+                job.process = server.spawn(job.command, env, os.getcwd(), job.log_path)
+            except (OSError, RuntimeError, ValueError) as exc:
+                print(f"[lightning-scaling] fork server failed ({exc}); starting runs as new processes",
+                      file=sys.stderr)
+                self.fork_server, self._server = False, None
+        if job.process is None:
             with job.log_path.open("ab") as log:
                 job.process = subprocess.Popen(
                     job.command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -96,8 +96,16 @@ class SweepResult:
         convert = to_error_fn or (lambda v: to_error(v, mode))
         runs = [dict(r) for r in records]
         ok = [r for r in runs if r.get("status") in _OK and _finite(r.get("best_value"))]
+        for r in ok:
+            # a stream that was never sized reports samples only; a run with neither cannot be placed
+            if not _finite(r.get("train_size")):
+                r["train_size"] = r.get("num_samples")
+        unplaced = [r["run_id"] for r in ok if not (_finite(r.get("train_size")) and r["train_size"] > 0)]
+        ok = [r for r in ok if r["run_id"] not in unplaced]
         unit = next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples")
         res = cls(runs=runs, size_unit=unit, monitor=monitor)
+        if unplaced:
+            res.notes.append(f"runs without a training-set size were left out of the laws: {unplaced}")
         if not ok:
             res.notes.append("no run finished with a finite monitored value: no law was fitted")
             return res
