@@ -141,8 +141,11 @@ class ScalingSweep(Callback):
         self.probe = probe
         self.cli_overrides = any("." in k for k in self.plan.grid) if cli_overrides is None else cli_overrides
         self.bootstrap = bootstrap
-        self.result: SweepResult | None = None
+        self._result: SweepResult | None = None
+        self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
         self._run: RunContext = current_run(seed=False)
+        # Lightning names a profiler section after state_key on every hook call: build it once
+        self._state_key = self._generate_state_key(monitor=self.plan.monitor, runs=len(self.plan.runs))
         # run-side state
         self._best: float | None = None
         self._best_step: int | None = None
@@ -157,7 +160,16 @@ class ScalingSweep(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.plan.monitor, runs=len(self.plan.runs))
+        return self._state_key
+
+    @property
+    def result(self) -> SweepResult | None:
+        """The sweep's runs, laws and predictions, after ``fit`` (in the controller, on every rank)."""
+        if self._result is None and self._result_root is not None:
+            # other ranks re-analyse the records only if someone asks: rank 0 already wrote result.json
+            self._result = _load_result(self._result_root, self)
+            self._result_root = None
+        return self._result
 
     # ============================================================================ the controller
     def _sweep_root(self, trainer: pl.Trainer) -> Path:
@@ -207,7 +219,7 @@ class ScalingSweep(Callback):
         if trainer.is_global_zero:
             error: BaseException | None = None
             try:
-                self.result = self._run_controller(trainer)
+                self._result = self._run_controller(trainer)
             except BaseException as exc:  # every rank must learn the outcome, or they wait forever
                 error = exc
                 raise
@@ -219,7 +231,7 @@ class ScalingSweep(Callback):
             outcome = SweepStore._read(done) or {}
             if not outcome.get("ok"):
                 raise SweepError(f"the sweep stopped on rank 0: {outcome.get('error')}")
-            self.result = _load_result(root, self)
+            self._result_root = root
         trainer.strategy.barrier("lightning_scaling.sweep_done")
         if trainer.is_global_zero:
             done.unlink(missing_ok=True)
