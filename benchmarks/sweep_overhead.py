@@ -77,6 +77,13 @@ def _task_objects(steps: int, root: str, callbacks: list):
     return Net(), Data(), trainer
 
 
+def _layout(runs: int) -> tuple[list[float], int]:
+    """N equal-cost runs as data fractions x seeds: up to 8 fractions, then 8 fractions x N/8 seeds."""
+    if runs <= len(FRACTIONS):
+        return FRACTIONS[:runs], 1
+    return FRACTIONS, runs // len(FRACTIONS)
+
+
 def task(args: argparse.Namespace) -> None:
     """The user's script: one model, one Trainer, a ScalingSweep."""
     from lightning_scaling import ScalingSweep, current_run
@@ -84,7 +91,8 @@ def task(args: argparse.Namespace) -> None:
 
     current_run()
     launcher = LocalLauncher(slots=args.slots, fork_server=not args.no_fork_server)
-    sweep = ScalingSweep(fractions=FRACTIONS[: args.runs], monitor="val_err", launcher=launcher, probe=False,
+    fractions, seeds = _layout(args.runs)
+    sweep = ScalingSweep(fractions=fractions, seeds=seeds, monitor="val_err", launcher=launcher, probe=False,
                          bootstrap=0, sweep_dir=args.sweep_dir)
     model, data, trainer = _task_objects(args.steps, args.sweep_dir, [sweep])
     trainer.fit(model, datamodule=data)
@@ -94,10 +102,12 @@ def in_process(runs: int, steps: int, root: str) -> float:
     """The same runs back to back in this process, subsets through DataFraction as in the sweep."""
     from lightning_scaling import DataFraction
 
+    fractions, seeds = _layout(runs)
     t0 = time.perf_counter()
-    for f in FRACTIONS[:runs]:
-        model, data, trainer = _task_objects(steps, root, [])
-        trainer.fit(model, datamodule=DataFraction(data, fraction=f))
+    for _ in range(seeds):
+        for f in fractions:
+            model, data, trainer = _task_objects(steps, root, [])
+            trainer.fit(model, datamodule=DataFraction(data, fraction=f))
     return time.perf_counter() - t0
 
 
@@ -157,8 +167,9 @@ def main() -> None:
     if args.in_process:
         in_process(args.runs, args.steps, args.sweep_dir)
         return
-    if not 4 <= args.runs <= len(FRACTIONS):
-        raise SystemExit(f"--runs must be in [4, {len(FRACTIONS)}] (a sweep fits a curve to >= 4 sizes)")
+    if args.runs < 4 or (args.runs > len(FRACTIONS) and args.runs % len(FRACTIONS)):
+        raise SystemExit(f"--runs must be 4..{len(FRACTIONS)} or a multiple of {len(FRACTIONS)} "
+                         "(a sweep fits a curve to >= 4 sizes; more runs are seeds of 8 sizes)")
     os.environ["OMP_NUM_THREADS"] = "1"
     root = tempfile.mkdtemp(prefix="ls-overhead-a-")
     steps = args.steps
