@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lightning_scaling.laws import FORMS, fit_learning_curve, fit_shared_exponent
+from lightning_scaling.sweep.store import json_default
 
 _X_NAMES = ("size", "sizes", "samples", "num_samples", "train_size", "data_size", "seen_examples", "tokens", "m", "x")
 _Y_NAMES = ("error", "errors", "err", "loss", "val_err", "val_error", "val_loss", "best_value", "y")
@@ -150,7 +150,7 @@ def _fit_command(args: argparse.Namespace) -> int:
                     payload["groups"][k]["data_needed"] = [f.data_needed(t).to_dict() for t in args.target]
         if args.plot:
             payload["plot"] = str(args.plot)
-        print(json.dumps(payload, indent=2, default=_json_default))
+        print(json.dumps(payload, indent=2, default=json_default))
         return 0
 
     for name, fit in fits.items():
@@ -164,14 +164,6 @@ def _fit_command(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"figure: {args.plot}")
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,8 +43,8 @@ from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import Launcher, LocalLauncher
 from lightning_scaling.sweep.plan import SweepPlan, geometric, require_int
-from lightning_scaling.sweep.result import SweepResult, to_error
-from lightning_scaling.sweep.store import SweepStore, atomic_write_json
+from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 __all__ = ["ScalingSweep"]
 
@@ -199,12 +199,11 @@ class ScalingSweep(Callback):
         self._check_devices(trainer)
         root = self._sweep_root(trainer)
         launcher = self.launcher or LocalLauncher(slots=self.slots, devices_per_slot=self.devices_per_slot)
-        convert = self.to_error or (lambda v: to_error(v, self.plan.mode))
         controller = SweepController(
             self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
             max_retries=self.max_retries, probe=self.probe,
             analyse=lambda recs: SweepResult.from_records(recs, monitor=self.plan.monitor, mode=self.plan.mode,
-                                                          to_error_fn=convert, bootstrap=self.bootstrap),
+                                                          to_error_fn=self.to_error, bootstrap=self.bootstrap),
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)
@@ -228,7 +227,7 @@ class ScalingSweep(Callback):
         else:
             while not done.exists():
                 time.sleep(1.0)
-            outcome = SweepStore._read(done) or {}
+            outcome = read_json(done) or {}
             if not outcome.get("ok"):
                 raise SweepError(f"the sweep stopped on rank 0: {outcome.get('error')}")
             self._result_root = root

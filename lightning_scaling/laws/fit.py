@@ -303,9 +303,14 @@ def extrapolation_error(
     h = _holdout_count(x, holdout, f.n_params)
     if h == 0:
         raise ValueError(f"{len(x)} sizes are too few to hold any out for {f.name} ({f.n_params} parameters)")
-    w = None if weights is None else np.asarray(weights)[: len(x) - h]
-    p, _ = fit_form(f, x[:-h], y[:-h], weights=w, huber=huber)
-    return float(np.sqrt(np.mean((f.log_predict(p, x[-h:]) - np.log(y[-h:])) ** 2)))
+    return _heldout_rmsle(f, x, y, h, None if weights is None else np.asarray(weights), huber)
+
+
+def _heldout_rmsle(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray | None,
+                   huber: float | None) -> float:
+    """Fit on all but the last ``h`` points, RMSLE on those ``h``."""
+    p, _ = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)
+    return float(np.sqrt(np.mean((form.log_predict(p, x[-h:]) - np.log(y[-h:])) ** 2)))
 
 
 def _holdout_count(x: np.ndarray, holdout: float, n_params: int) -> int:
@@ -324,9 +329,7 @@ def _detect_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber
     for k in sorted({round(float(f) * n) for f in _START_GRID}):
         if n - h - k < form.n_params + 1:
             break
-        p, _ = fit_form(form, x[k : n - h], y[k : n - h], weights=w[k : n - h], huber=huber)
-        resid = form.log_predict(p, x[n - h :]) - np.log(y[n - h :])
-        scored.append((float(np.sqrt(np.mean(resid**2))), k))
+        scored.append((_heldout_rmsle(form, x[k:], y[k:], h, w[k:], huber), k))
     if not scored:
         return 0
     scored.sort()

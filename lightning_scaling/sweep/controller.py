@@ -20,7 +20,7 @@ from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
-from lightning_scaling.sweep.store import SweepStore
+from lightning_scaling.sweep.store import SweepStore, read_json
 
 __all__ = ["SweepController", "SweepError"]
 
@@ -169,7 +169,7 @@ class SweepController:
                 _, rc = finished[0]
                 break
             time.sleep(self.poll_interval)
-        info = SweepStore._read(probe_path)
+        info = read_json(probe_path)
         if rc != 0 or info is None:
             raise SweepError(f"the probe run failed (exit code {rc}); nothing else was started. Its log "
                              f"{job.log_path} ends with:\n{tail(job.log_path)}")

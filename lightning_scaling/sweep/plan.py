@@ -159,14 +159,13 @@ class SweepPlan:
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
 
         plan = cls(fractions=fr, sizes=sz, grid=g, seeds=seed_list, monitor=monitor, mode=mode, data_seed=data_seed)
-        points = [dict(zip(g, combo)) for combo in itertools.product(*g.values())] or [{}]
         amounts: list[tuple[float | None, int | None]]
         amounts = [(f, None) for f in fr] if fr else [(None, s) for s in sz or []]
         # largest data first: the longest runs start early, so the slots drain evenly at the end
         amounts.sort(key=lambda a: -(a[0] if a[0] is not None else a[1] or 0))
         runs = []
         for f, s in amounts:
-            for p in points:
+            for p in plan.grid_points:
                 for seed in seed_list:
                     runs.append(RunSpec(_run_id(f, s, p, seed), f, s, p, seed, data_seed, index=len(runs)))
         plan.runs = runs

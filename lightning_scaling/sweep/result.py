@@ -24,6 +24,7 @@ from lightning_scaling.laws import (
     fit_model_size_law,
     fit_shared_exponent,
 )
+from lightning_scaling.sweep.store import json_default
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -132,11 +133,8 @@ class SweepResult:
         res.best = best_rows
 
         sizes = np.array([b["train_size"] for b in best_rows])
-        width = max(len(b["errors"]) for b in best_rows)
-        errs = np.full((len(best_rows), width), np.nan)
-        for i, b in enumerate(best_rows):
-            errs[i, : len(b["errors"])] = b["errors"]
-        res.law = res._fit(sizes, errs if width > 1 else errs[:, 0], "best model per size", bootstrap, seed)
+        res.law = res._fit(sizes, _seed_matrix([b["errors"] for b in best_rows]), "best model per size", bootstrap,
+                           seed)
 
         grid_keys = sorted({_key(r.get("params", {})) for r in ok})
         curves = {}
@@ -149,11 +147,8 @@ class SweepResult:
                                 [convert(x["best_value"]) for x in rows]))
             label = _label(json.loads(gk))
             if len(grid_keys) > 1 and len(pts) >= 4:
-                w = max(len(e) for _, e in pts)
-                ge = np.full((len(pts), w), np.nan)
-                for i, (_, e) in enumerate(pts):
-                    ge[i, : len(e)] = e
-                fit = res._fit(np.array([p for p, _ in pts]), ge if w > 1 else ge[:, 0], label, bootstrap, seed)
+                fit = res._fit(np.array([p for p, _ in pts]), _seed_matrix([e for _, e in pts]), label, bootstrap,
+                               seed)
                 if fit is not None:
                     res.per_grid[label] = fit
                     curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
@@ -212,7 +207,7 @@ class SweepResult:
         }
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), default=_json_default, **kwargs)
+        return json.dumps(self.to_dict(), default=json_default, **kwargs)
 
     def summary(self) -> str:
         lines = [f"{sum(r.get('status') == 'ok' for r in self.runs)}/{len(self.runs)} runs ok"]
@@ -282,11 +277,10 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+def _seed_matrix(errors: Sequence[Sequence[float]]) -> np.ndarray:
+    """Errors per size as ``(n_sizes, n_seeds)``, ``nan`` for missing seeds; 1-D when each size has one."""
+    width = max(len(e) for e in errors)
+    out = np.full((len(errors), width), np.nan)
+    for i, e in enumerate(errors):
+        out[i, : len(e)] = e
+    return out if width > 1 else out[:, 0]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepStore", "atomic_write_json"]
+__all__ = ["SweepStore", "atomic_write_json", "json_default", "read_json"]
 
 
 def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
@@ -31,7 +31,7 @@ def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=_default)
+            json.dump(data, f, indent=2, sort_keys=False, default=json_default)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,7 +40,8 @@ def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
         raise
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``default=`` for :func:`json.dump`: numpy scalars and arrays, paths."""
     if hasattr(o, "item"):
         return o.item()
     if hasattr(o, "tolist"):
@@ -75,13 +76,13 @@ class SweepStore:
         return self.root / "logs" / f"{run_id}.log"
 
     def read_plan(self) -> dict[str, Any] | None:
-        return self._read(self.plan_path)
+        return read_json(self.plan_path)
 
     def write_plan(self, plan: Mapping[str, Any]) -> None:
         atomic_write_json(self.plan_path, plan)
 
     def read_record(self, run_id: str) -> dict[str, Any] | None:
-        return self._read(self.record_path(run_id))
+        return read_json(self.record_path(run_id))
 
     def write_record(self, record: Mapping[str, Any]) -> None:
         atomic_write_json(self.record_path(record["run_id"]), record)
@@ -90,7 +91,7 @@ class SweepStore:
         """Every record on disk, by run id (also those of runs no longer planned)."""
         out = {}
         for p in sorted((self.root / "runs").glob("*.json")):
-            rec = self._read(p)
+            rec = read_json(p)
             if rec is not None and "run_id" in rec:
                 out[rec["run_id"]] = rec
         return out
@@ -98,13 +99,14 @@ class SweepStore:
     def write_result(self, result: Mapping[str, Any]) -> None:
         atomic_write_json(self.result_path, result)
 
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
-        try:
-            with path.open(encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as exc:
-            # atomic writes never leave this; a hand-edited file does: say which, do not guess
-            raise ValueError(f"{path} is not valid JSON ({exc}); fix or remove it and run again") from None
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, ``None`` if it does not exist, a clear error if it is not JSON."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        # atomic writes never leave this; a hand-edited file does: say which, do not guess
+        raise ValueError(f"{path} is not valid JSON ({exc}); fix or remove it and run again") from None
