@@ -22,12 +22,14 @@ _LAZY = {
     "fraction_dataloader": "lightning_scaling.data",
     "fit_learning_curve": "lightning_scaling.laws",
     "LearningCurveFit": "lightning_scaling.laws",
+    "WandbReporter": "lightning_scaling.reporting.wandb",
 }
 
 if TYPE_CHECKING:
     from lightning_scaling.callbacks.scaling_sweep import ScalingSweep
     from lightning_scaling.data import DataFraction, fraction_dataloader
     from lightning_scaling.laws import LearningCurveFit, fit_learning_curve
+    from lightning_scaling.reporting.wandb import WandbReporter
     from lightning_scaling.sweep.context import current_run
     from lightning_scaling.sweep.controller import run_sweep
     from lightning_scaling.sweep.result import SweepResult
@@ -37,6 +39,7 @@ __all__ = [
     "LearningCurveFit",
     "ScalingSweep",
     "SweepResult",
+    "WandbReporter",
     "__version__",
     "current_run",
     "fit_learning_curve",

@@ -20,6 +20,7 @@ and seed and records the run.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -39,11 +40,12 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
+from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import Launcher, LocalLauncher
 from lightning_scaling.sweep.plan import SweepPlan, geometric, require_int
-from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.result import SweepResult, check_targets
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 __all__ = ["ScalingSweep"]
@@ -54,6 +56,11 @@ def _versions(namespace: ModuleType) -> dict[str, str]:
 
     return {"lightning_scaling": lightning_scaling.__version__, "torch": torch.__version__,
             namespace.__name__: getattr(namespace, "__version__", "?"), "python": platform.python_version()}
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _is_interrupt(exc: BaseException, namespace: ModuleType) -> bool:
@@ -90,6 +97,9 @@ class ScalingSweep(Callback):
         probe: run one batch first, to check the script and the monitor key before the study.
         cli_overrides: pass dotted grid keys as CLI arguments (default: when any key is dotted).
         bootstrap: bootstrap replicates of the fitted laws' intervals.
+        targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).
+        reporter: W&B reporting: a :class:`~lightning_scaling.WandbReporter` with options; ``None``
+            (default) reports when the Trainer has a ``WandbLogger``; ``False`` never reports.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -119,6 +129,8 @@ class ScalingSweep(Callback):
         probe: bool = True,
         cli_overrides: bool | None = None,
         bootstrap: int = 1000,
+        targets: Sequence[float] = (),
+        reporter: WandbReporter | bool | None = None,
     ) -> None:
         super().__init__()
         self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
@@ -141,6 +153,10 @@ class ScalingSweep(Callback):
         self.probe = probe
         self.cli_overrides = any("." in k for k in self.plan.grid) if cli_overrides is None else cli_overrides
         self.bootstrap = bootstrap
+        self.targets = check_targets(targets)
+        if not (reporter is None or isinstance(reporter, bool | WandbReporter)):
+            raise TypeError(f"reporter must be a WandbReporter, True, False or None, got {type(reporter).__name__}")
+        self.reporter = reporter
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
         self._run: RunContext = current_run(seed=False)
@@ -195,15 +211,40 @@ class ScalingSweep(Callback):
                 f"multi-GPU runs, or Trainer(devices='auto') to use what a slot gives"
             )
 
+    def _wandb(self, trainer: pl.Trainer) -> tuple[WandbReporter | None, Any]:
+        """The reporter to use (or ``None``) and the Trainer's ``WandbLogger`` (or ``None``)."""
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, self._pl.loggers.WandbLogger)), None)
+        if self.reporter is False:
+            return None, logger
+        if isinstance(self.reporter, WandbReporter):
+            return self.reporter, logger
+        return (WandbReporter() if self.reporter or logger is not None else None), logger
+
+    def _analyse(self, bootstrap: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
+        return lambda recs: SweepResult.from_records(recs, monitor=self.plan.monitor, mode=self.plan.mode,
+                                                     to_error_fn=self.to_error, bootstrap=bootstrap,
+                                                     targets=self.targets)
+
     def _run_controller(self, trainer: pl.Trainer) -> SweepResult:
         self._check_devices(trainer)
         root = self._sweep_root(trainer)
+        reporter, logger = self._wandb(trainer)
+        if reporter is not None and logger is not None:
+            if getattr(logger, "_wandb_init", {}).get("id"):
+                raise SweepError(
+                    "the WandbLogger has a fixed run id (id= or version=), so every run of the sweep would write "
+                    "into that one W&B run; drop id/version (a restarted sweep resumes from its folder anyway), "
+                    "or pass ScalingSweep(reporter=False)")
+            try:
+                reporter.attach(logger.experiment)
+            except Exception as exc:  # the user's run failed to start: report nowhere, lose nothing
+                reporter.disable("the WandbLogger's run failed to start", exc)
         launcher = self.launcher or LocalLauncher(slots=self.slots, devices_per_slot=self.devices_per_slot)
         controller = SweepController(
             self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
-            max_retries=self.max_retries, probe=self.probe,
-            analyse=lambda recs: SweepResult.from_records(recs, monitor=self.plan.monitor, mode=self.plan.mode,
-                                                          to_error_fn=self.to_error, bootstrap=self.bootstrap),
+            max_retries=self.max_retries, probe=self.probe, analyse=self._analyse(self.bootstrap),
+            live_analyse=self._analyse(min(self.bootstrap, reporter.live_bootstrap if reporter else 0)),
+            reporter=reporter, name=self.name or root.name,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)
@@ -283,6 +324,13 @@ class ScalingSweep(Callback):
                              "arguments differ from the controller's; start the sweep again")
         current_run()  # seeds this run's RNGs once, if the script did not call it before building the model
         self._apply_fraction(trainer)
+        if trainer.world_size > 1:
+            # Lightning destroys only NCCL groups at exit; a gloo group left to interpreter teardown can
+            # abort the process (SIGABRT) after the record is written, which reads as a failed run.
+            atexit.register(_destroy_process_group)
+        reporter, logger = self._wandb(trainer)
+        if reporter is not None and logger is not None and trainer.is_global_zero:
+            reporter.run_started(logger.experiment, self._wandb_info())
         if self._run.probe:
             trainer.limit_train_batches = 1
             trainer.limit_val_batches = 1
@@ -329,6 +377,16 @@ class ScalingSweep(Callback):
             })
             return
         store.write_record(record)
+        reporter, logger = self._wandb(trainer)
+        if reporter is not None:
+            reporter.run_finished(logger.experiment if logger is not None else None, self._wandb_info(), record)
+
+    def _wandb_info(self) -> dict[str, Any]:
+        spec = self._run.spec
+        assert spec is not None
+        return {"run_id": spec.run_id, "sweep_dir": self._run.sweep_dir, "fraction": spec.fraction, "size": spec.size,
+                "grid": dict(spec.params), "seed": spec.seed, "data_seed": spec.data_seed,
+                "monitor": self.plan.monitor, "attempt": self._run.attempt}
 
     def _missing_monitor(self, keys: Sequence[str]) -> str:
         return (f"ScalingSweep(monitor={self.plan.monitor!r}) is not among the logged metrics {list(keys)}; "

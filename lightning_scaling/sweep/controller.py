@@ -14,13 +14,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, read_json
+
+if TYPE_CHECKING:
+    from lightning_scaling.reporting.wandb import WandbReporter
 
 __all__ = ["SweepController", "SweepError"]
 
@@ -51,6 +54,9 @@ class SweepController:
         max_retries: how often a failed run is retried.
         probe: first run one batch of the smallest run to check the script and the monitor key.
         analyse: callable turning records into a :class:`SweepResult`.
+        live_analyse: the same, cheaper, for the reporter's live updates (fewer bootstrap replicates).
+        reporter: where the sweep is reported besides its folder (:class:`~lightning_scaling.WandbReporter`).
+        name: the sweep's name (its W&B group); default: the sweep folder's name.
         stream: where progress goes.
     """
 
@@ -65,6 +71,9 @@ class SweepController:
         max_retries: int = 1,
         probe: bool = True,
         analyse: Callable[[list[dict[str, Any]]], SweepResult] | None = None,
+        live_analyse: Callable[[list[dict[str, Any]]], SweepResult] | None = None,
+        reporter: WandbReporter | None = None,
+        name: str | None = None,
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
     ) -> None:
@@ -77,11 +86,16 @@ class SweepController:
         self.max_retries = max_retries
         self.probe = probe
         self.analyse = analyse or (lambda recs: SweepResult.from_records(recs, monitor=plan.monitor, mode=plan.mode))
+        self.live_analyse = live_analyse or (lambda recs: SweepResult.from_records(
+            recs, monitor=plan.monitor, mode=plan.mode, bootstrap=200))
+        self.reporter = reporter
+        self.name = name or store.root.name
         self.stream = stream or sys.stderr
         self.poll_interval = poll_interval
         self._t0 = time.time()
         self._durations: list[float] = []
         self._status: dict[str, str | None] = {}
+        self._records: dict[str, dict[str, Any]] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -100,7 +114,11 @@ class SweepController:
         ctx = RunContext(spec=spec, sweep_dir=str(self.store.root), attempt=attempt, probe=probe,
                          launch=secrets.token_hex(6))
         log = self.store.log_path(PROBE_ID if probe else spec.run_id)
-        return Job(spec=spec, attempt=attempt, command=cmd, env_overrides={ENV_RUN: ctx.to_env()}, log_path=log,
+        env = {ENV_RUN: ctx.to_env()}
+        if self.reporter is not None:
+            # the one-batch probe is no run of the study: it gets no W&B run of its own
+            env.update({"WANDB_MODE": "disabled"} if probe else self.reporter.child_env(spec))
+        return Job(spec=spec, attempt=attempt, command=cmd, env_overrides=env, log_path=log,
                    probe=probe, launch=ctx.launch)
 
     def _check_plan(self) -> None:
@@ -122,6 +140,9 @@ class SweepController:
         """Run the sweep to the end (resuming what is on disk) and return its result."""
         self._check_plan()
         records = self.store.records()
+        planned = {s.run_id for s in self.plan.runs}
+        # kept in memory so reporting a finished run does not re-read every record from disk
+        self._records = {k: r for k, r in records.items() if k in planned}
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
         todo = [s for s in self.plan.runs if self._status[s.run_id] not in FINAL]
         done = len(self.plan.runs) - len(todo)
@@ -129,6 +150,8 @@ class SweepController:
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} runs already finished, {len(todo)} to run")
+        if self.reporter is not None:
+            self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
         if todo:
             if self.command is None:
                 from lightning_scaling.sweep.launcher import script_command
@@ -141,18 +164,38 @@ class SweepController:
             except KeyboardInterrupt:
                 self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
                 self.launcher.shutdown()
+                self._close_reporter()
                 raise
             except BaseException:
                 self.launcher.shutdown()
+                self._close_reporter()
                 raise
             finally:
                 self.launcher.close()
-        planned = {s.run_id for s in self.plan.runs}
-        recs = [r for k, r in self.store.records().items() if k in planned]
-        result = self.analyse(recs)
-        result.save(self.store.root)
+        try:
+            result = self.analyse(self._planned_records())
+            result.save(self.store.root)
+        except BaseException:
+            self._close_reporter()
+            raise
         self.log(f"result: {self.store.result_path}")
+        if self.reporter is not None:
+            self.reporter.finish(result, self.store)
         return result
+
+    def _planned_records(self) -> list[dict[str, Any]]:
+        planned = {s.run_id for s in self.plan.runs}
+        return [r for k, r in self.store.records().items() if k in planned]
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        self._records[record["run_id"]] = record
+        if self.reporter is not None:
+            self.reporter.update(list(self._records.values()))
+
+    def _close_reporter(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close(failed=True)
+
 
     def _probe(self) -> None:
         smallest = min(self.plan.runs, key=lambda s: (s.fraction or 0, s.size or 0))
@@ -193,6 +236,7 @@ class SweepController:
                     self._durations.append(time.time() - job.started)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
                     self._progress(total)
+                    self._keep(rec)
                     continue
                 reason = rec.get("reason") if fresh and rec else None
                 reason = reason or f"exit code {rc}; log {job.log_path} ends with:\n{tail(job.log_path, 8)}"
@@ -202,13 +246,15 @@ class SweepController:
                     queue.append((job.spec, job.attempt + 1))
                 else:
                     self.log(f"failed (attempt {job.attempt}, giving up): {job.spec.run_id}: {reason.splitlines()[0]}")
-                    self.store.write_record({
+                    failed = {
                         **(rec if fresh and rec else {}), **_spec_fields(job.spec), "status": "failed",
                         "attempt": job.attempt, "launch": job.launch, "reason": reason,
                         "attempts": failures[job.spec.run_id], "monitor": self.plan.monitor,
-                    })
+                    }
+                    self.store.write_record(failed)
                     self._status[job.spec.run_id] = "failed"
                     self._progress(total)
+                    self._keep(failed)
             if time.time() - last_beat > 30:
                 last_beat = time.time()
                 self._progress(total)
@@ -249,11 +295,16 @@ def run_sweep(
     devices_per_slot: int = 1,
     max_retries: int = 1,
     cli_overrides: bool | None = None,
+    targets: Sequence[float] = (),
+    reporter: WandbReporter | None = None,
+    bootstrap: int = 1000,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
     The script must add a :class:`~lightning_scaling.ScalingSweep` with the same arguments to its
     Trainer (inside a run the callback only applies the run's data size, grid values and seed).
+    The arguments mean what they mean for ``ScalingSweep``; ``reporter`` (a
+    :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process.
 
     Example::
 
@@ -267,9 +318,16 @@ def run_sweep(
     plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
                            data_seed=data_seed)
     dotted = any("." in k for k in plan.grid)
+    live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
+
+    def analyse(n_boot: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
+        return lambda recs: SweepResult.from_records(recs, monitor=plan.monitor, mode=plan.mode, bootstrap=n_boot,
+                                                     targets=targets)
+
     controller = SweepController(
         plan, SweepStore(sweep_dir), launcher=LocalLauncher(slots=slots, devices_per_slot=devices_per_slot),
         command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
-        cli_overrides=dotted if cli_overrides is None else cli_overrides,
+        cli_overrides=dotted if cli_overrides is None else cli_overrides, analyse=analyse(bootstrap),
+        live_analyse=analyse(live), reporter=reporter,
     )
     return controller.run()

@@ -6,6 +6,8 @@ re-analysed from a sweep folder anywhere: ``SweepResult.load("scaling_sweeps/my_
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import defaultdict
@@ -24,10 +26,12 @@ from lightning_scaling.laws import (
     fit_model_size_law,
     fit_shared_exponent,
 )
+from lightning_scaling.sweep.plan import require_int
 from lightning_scaling.sweep.store import json_default
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["SweepResult", "to_error"]
 
@@ -69,6 +73,8 @@ class SweepResult:
             changes the parameter count.
         shared_exponent: the test of one exponent across grid points.
         notes: why a law was not fitted, when it was not.
+        predictions: the error at 10x the largest size, the data that halves the largest run's error,
+            and the data needed for each of ``targets``.
     """
 
     runs: list[dict[str, Any]]
@@ -81,6 +87,7 @@ class SweepResult:
     shared_exponent: SharedExponentFit | None = None
     notes: list[str] = field(default_factory=list)
     predictions: dict[str, Any] = field(default_factory=dict)
+    targets: list[float] = field(default_factory=list)
 
     @classmethod
     def from_records(
@@ -92,11 +99,18 @@ class SweepResult:
         to_error_fn: Callable[[float], float] | None = None,
         bootstrap: int = 1000,
         seed: int = 0,
+        targets: Sequence[float] = (),
     ) -> SweepResult:
-        """Aggregate finished runs and fit the laws (the sweep's last step, also usable alone)."""
+        """Aggregate finished runs and fit the laws (the sweep's last step, also usable alone).
+
+        ``targets`` are errors whose data needs are predicted (``predictions["data_needed"]``).
+        """
         convert = to_error_fn or (lambda v: to_error(v, mode))
+        targets = check_targets(targets)
         runs = [dict(r) for r in records]
         ok = [r for r in runs if r.get("status") in _OK and _finite(r.get("best_value"))]
+        for r in ok:
+            r["error"] = convert(r["best_value"])
         for r in ok:
             # a stream that was never sized reports samples only; a run with neither cannot be placed
             if not _finite(r.get("train_size")):
@@ -104,7 +118,7 @@ class SweepResult:
         unplaced = [r["run_id"] for r in ok if not (_finite(r.get("train_size")) and r["train_size"] > 0)]
         ok = [r for r in ok if r["run_id"] not in unplaced]
         unit = next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples")
-        res = cls(runs=runs, size_unit=unit, monitor=monitor)
+        res = cls(runs=runs, size_unit=unit, monitor=monitor, targets=list(targets))
         if unplaced:
             res.notes.append(f"runs without a training-set size were left out of the laws: {unplaced}")
         if not ok:
@@ -186,6 +200,71 @@ class SweepResult:
             "error_at_10x_data": {"size": 10 * largest, **self.law.predict(10 * largest).to_dict()},
             "data_to_halve_error": self.law.data_needed(err / 2).to_dict(),
         }
+        if self.targets:
+            self.predictions["data_needed"] = {f"{t:g}": self.law.data_needed(t).to_dict() for t in self.targets}
+
+    # -- tables: the same rows go to runs.csv / curve.csv and to W&B ------------------------------------
+    def runs_table(self) -> tuple[list[str], list[list[Any]]]:
+        """Every run as one row: status, sizes, grid values, seed, parameter count, best and fitted error.
+
+        ``log10_*`` columns are there for charts without log axes (W&B's built-in ones).
+        """
+        grid = sorted({k for r in self.runs for k in (r.get("params") or {})})
+        cols = ["run_id", "status", "fraction", "size", "train_size", "log10_train_size", "num_samples", *grid,
+                "seed", "trainable_params", "best_value", "error", "log10_error", "best_step", "steps",
+                "wall_time_s", "reason"]
+        rows = []
+        for r in sorted(self.runs, key=lambda r: (_num(r.get("train_size")) or 0.0, str(r.get("run_id")))):
+            params = r.get("params") or {}
+            rows.append([
+                r.get("run_id"), r.get("status"), r.get("fraction"), r.get("size"), _num(r.get("train_size")),
+                _log10(r.get("train_size")), r.get("num_samples"), *[_cell(params.get(k)) for k in grid],
+                r.get("seed"), r.get("trainable_params"), _num(r.get("best_value")), _num(r.get("error")),
+                _log10(r.get("error")), r.get("best_step"), r.get("steps"), r.get("wall_time_s"),
+                (r.get("reason") or "").splitlines()[0] if r.get("reason") else None,
+            ])
+        return cols, rows
+
+    def curve_table(self, *, extrapolate: float = 10.0, points: int = 200) -> tuple[list[str], list[list[float]]]:
+        """The fitted law with its interval band, from the power-law start to ``extrapolate`` x the data."""
+        if self.law is None:
+            return [], []
+        require_int("points", points, 2)
+        if not (math.isfinite(extrapolate) and extrapolate >= 1):
+            raise ValueError(f"extrapolate must be a finite multiple >= 1 of the largest size, got {extrapolate!r}")
+        x = np.geomspace(self.law.power_law_start, float(self.law.sizes[-1]) * extrapolate, points)
+        pred = self.law.predict(x)
+        cols = ["train_size", "fit", "lower", "upper", "extrapolated", "log10_train_size", "log10_fit",
+                "log10_lower", "log10_upper"]
+        rows = [[float(m), float(v), float(lo), float(hi), bool(m > self.law.sizes[-1]), _log10(m), _log10(v),
+                 _log10(lo), _log10(hi)] for m, v, lo, hi in zip(x, pred.value, pred.lower, pred.upper)]
+        return cols, rows
+
+    def flat_summary(self) -> dict[str, Any]:
+        """The fitted laws and predictions as flat ``"law/beta"``-style keys (W&B run summary).
+
+        Values are those of :meth:`to_dict` (and so of ``result.json``); intervals become
+        ``<name>_lower`` / ``<name>_upper``; per-point lists are left out.
+        """
+        d = json.loads(self.to_json())
+        out: dict[str, Any] = {k: d[k] for k in ("n_runs", "n_ok", "n_failed", "n_diverged", "size_unit", "monitor")}
+        if d["law"]:
+            out.update(_flatten("law", {k: v for k, v in d["law"].items()
+                                        if k not in ("sizes", "errors", "regions", "start_index")}))
+        for label, fit in d["per_grid"].items():
+            lo, hi = fit["intervals"][self.per_grid[label].form.exponent]
+            out.update({f"per_grid/{label}/exponent": fit["exponent"], f"per_grid/{label}/exponent_lower": lo,
+                        f"per_grid/{label}/exponent_upper": hi})
+        if d["model_size_law"]:
+            out.update(_flatten("model_size_law", {k: v for k, v in d["model_size_law"].items()
+                                                   if k not in ("sizes", "params")}))
+        if d["shared_exponent"]:
+            se = d["shared_exponent"]
+            out.update(_flatten("shared_exponent", {
+                "beta": se["beta"], "intervals": {"beta": se["beta_interval"]}, "p_value": se["p_value"],
+                "f_statistic": se["f_statistic"], "same_exponent": se["same_exponent"]}))
+        out.update(_flatten("predictions", d["predictions"]))
+        return out
 
     # -- output ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -242,22 +321,25 @@ class SweepResult:
         ax.set_ylabel(f"error ({self.monitor})")
         return ax
 
+    def figure(self) -> Figure:
+        """The paper-style figure on a new matplotlib Figure (no pyplot: safe off the main thread)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 4.8), layout="constrained")
+        self.plot(ax=fig.add_subplot())
+        return fig
+
     def save(self, root: str | Path, *, figure: bool = True) -> None:
-        """Write ``result.json`` (and ``learning_curve.png``) into the sweep folder."""
-        from lightning_scaling.sweep.store import SweepStore
+        """Write ``result.json``, ``runs.csv``, ``curve.csv`` and ``learning_curve.png`` into the sweep folder."""
+        from lightning_scaling.sweep.store import SweepStore, atomic_write_text
 
         store = SweepStore(root)
         store.write_result(json.loads(self.to_json()))
-        if figure and self.law is not None:
-            import matplotlib
-
-            if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
-                matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            ax = self.plot()
-            ax.figure.savefig(store.figure_path, dpi=130)
-            plt.close(ax.figure)
+        atomic_write_text(store.root / "runs.csv", _csv(*self.runs_table()))
+        if self.law is not None:
+            atomic_write_text(store.root / "curve.csv", _csv(*self.curve_table()))
+            if figure:
+                self.figure().savefig(store.figure_path, dpi=130)
 
     @classmethod
     def load(cls, root: str | Path, **kwargs: Any) -> SweepResult:
@@ -271,6 +353,48 @@ class SweepResult:
         planned = {r["run_id"] for r in plan["runs"]}
         records = [r for k, r in store.records().items() if k in planned]
         return cls.from_records(records, monitor=plan["monitor"], mode=plan["mode"], **kwargs)
+
+
+def check_targets(targets: Sequence[float]) -> list[float]:
+    out = []
+    for t in targets:
+        if not (isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > 0):
+            raise ValueError(f"targets must be positive, finite errors (e.g. targets=[0.05]), got {t!r}")
+        out.append(float(t))
+    return out
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _log10(v: Any) -> float | None:
+    return math.log10(v) if _finite(v) and v > 0 else None
+
+
+def _cell(v: Any) -> Any:
+    return v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v)
+
+
+def _flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "intervals":
+            for name, (lo, hi) in v.items():
+                out[f"{prefix}/{name}_lower"], out[f"{prefix}/{name}_upper"] = lo, hi
+        elif isinstance(v, Mapping):
+            out.update(_flatten(f"{prefix}/{k}", v))
+        elif not isinstance(v, list):
+            out[f"{prefix}/{k}"] = v
+    return out
+
+
+def _csv(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    writer.writerows([["" if c is None else c for c in row] for row in rows])
+    return buf.getvalue()
 
 
 def _finite(v: Any) -> bool:

@@ -7,6 +7,8 @@ Layout (schema in the README)::
       runs/<run_id>.json  one record per finished run (ok, diverged or failed)
       logs/<run_id>.log   the run's stdout and stderr, every attempt appended
       result.json         all records, the fitted laws and predictions
+      runs.csv            one row per run (the W&B runs table)
+      curve.csv           the fitted law and its interval band, with extrapolation
       learning_curve.png  the paper-style figure
 
 Every file is written to a temporary name and renamed into place, so a controller killed at any
@@ -22,16 +24,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepStore", "atomic_write_json", "json_default", "read_json"]
+__all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
 
 
 def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
     """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX and Windows)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=json_default))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=json_default)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -79,6 +79,10 @@ def main() -> None:
     )
     dm = DataFraction(IndexDataModule(n), fraction=fraction, seed=seed)
     trainer.fit(Recorder(out_dir), datamodule=dm)
+    # Gloo's worker threads abort the interpreter at exit (SIGABRT) if a peer leaves first; the documented
+    # shutdown is a barrier and an explicit destroy on every rank (Lightning only does this for NCCL).
+    trainer.strategy.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ Test hooks, read from the environment (children inherit it from the controller):
     LS_TEST_WRAP   "1": the script wraps its datamodule in DataFraction itself
     LS_TEST_NO_FORK  "1": runs start as new processes instead of forks of the fork server
     LS_TEST_NAMESPACE  "lightning": the project imports lightning.pytorch instead of pytorch_lightning
+    LS_TEST_WANDB  "logger": the Trainer has an offline WandbLogger; "reporter": no logger, the sweep
+                   gets a WandbReporter (offline) with the JSON options in LS_TEST_WANDB_REPORTER
 """
 
 from __future__ import annotations
@@ -108,12 +110,25 @@ def main() -> None:
     kwargs = json.loads(os.environ["LS_TEST_SWEEP"])
     if os.environ.get("LS_TEST_NO_FORK") == "1":
         kwargs["launcher"] = LocalLauncher(slots=kwargs.pop("slots", None), fork_server=False)
+    wandb_mode = os.environ.get("LS_TEST_WANDB")
+    logger = False
+    if wandb_mode:
+        from lightning_scaling import WandbReporter
+
+        options = json.loads(os.environ.get("LS_TEST_WANDB_REPORTER", "{}"))
+        if wandb_mode == "logger":
+            from pytorch_lightning.loggers import WandbLogger
+
+            logger = WandbLogger(project="ls-test", save_dir=args.root, offline=True)
+        else:
+            options.setdefault("init_kwargs", {"mode": "offline", "dir": args.root})
+        kwargs["reporter"] = WandbReporter(project="ls-test", **options)
     sweep = ScalingSweep(**kwargs)
     ddp = os.environ.get("LS_TEST_DDP") == "1"
     trainer = pl.Trainer(
         default_root_dir=args.root, max_epochs=args.epochs, accelerator="cpu",
         devices=2 if ddp else 1, strategy="ddp" if ddp else "auto", callbacks=[sweep],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
     if run.is_controller and trainer.is_global_zero:
