@@ -166,6 +166,7 @@ class ScalingSweep(Callback):
         self._best: float | None = None
         self._best_step: int | None = None
         self._best_epoch: int | None = None
+        self._at_best: dict[str, float] = {}
         self._last: float | None = None
         self._status = "ok"
         self._reason: str | None = None
@@ -336,6 +337,9 @@ class ScalingSweep(Callback):
             trainer.limit_val_batches = 1
             trainer.num_sanity_val_steps = 0
             trainer.fit_loop.max_epochs = 1
+            # validate after the one batch, also when the Trainer validates every N steps
+            trainer.val_check_interval = 1.0
+            trainer.check_val_every_n_epoch = 1
         self._t_start = time.time()
 
     def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -354,6 +358,7 @@ class ScalingSweep(Callback):
             "params": spec.params, "seed": spec.seed, "data_seed": spec.data_seed,
             "trainable_params": int(trainable), "monitor": self.plan.monitor, "mode": self.plan.mode,
             "best_value": self._best, "best_step": self._best_step, "best_epoch": self._best_epoch,
+            "metrics_at_best": self._at_best,
             "final_value": self._last, "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
             "wall_time_s": round(time.time() - self._t_start, 3), "started_at": self._t_start,
             "ended_at": time.time(), "host": socket.gethostname(),
@@ -419,6 +424,10 @@ class ScalingSweep(Callback):
         better = self._best is None or (value < self._best if self.plan.mode == "min" else value > self._best)
         if better:
             self._best, self._best_step, self._best_epoch = value, int(trainer.global_step), int(trainer.current_epoch)
+            # every other logged metric of the same model, so other metrics (top-5 error, loss) can be
+            # fitted for the models the monitor picked: SweepResult.from_records(..., metric="val_top5")
+            self._at_best = {k: float(v) for k, v in metrics.items()
+                             if isinstance(v, torch.Tensor | float | int) and torch.as_tensor(v).numel() == 1}
 
     @override
     def on_train_batch_end(

@@ -62,6 +62,10 @@ class ForkedProcess:
         return self.returncode
 
 
+# -c rather than -m: the package imports this module, and runpy warns when it re-runs an imported one
+_SERVE = "import sys; from lightning_scaling.sweep.forkserver import _serve; _serve(sys.argv[1:])"
+
+
 class ForkServer:
     """Controller side: starts the server process and asks it for runs."""
 
@@ -71,7 +75,7 @@ class ForkServer:
         self._buffer = b""
         self._next = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lightning_scaling.sweep.forkserver", *preload],
+            [sys.executable, "-c", _SERVE, *preload],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=dict(env),
             start_new_session=True, preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
         )

@@ -100,17 +100,30 @@ class SweepResult:
         bootstrap: int = 1000,
         seed: int = 0,
         targets: Sequence[float] = (),
+        metric: str | None = None,
     ) -> SweepResult:
         """Aggregate finished runs and fit the laws (the sweep's last step, also usable alone).
 
         ``targets`` are errors whose data needs are predicted (``predictions["data_needed"]``).
+        ``metric`` fits another logged metric instead of the monitor: its value at each run's best
+        monitored step (``metrics_at_best`` of the records), e.g. top-5 error of a top-1 sweep.
+
+        >>> recs = [{"run_id": f"r{m}", "status": "ok", "size": m, "train_size": m, "best_value": 2 * m**-0.3,
+        ...          "metrics_at_best": {"top5": m**-0.5}, "seed": 0} for m in (100, 1000, 10_000, 100_000)]
+        >>> res = SweepResult.from_records(recs, monitor="top1", mode="min", metric="top5", bootstrap=0)
+        >>> round(res.law.exponent, 2)
+        -0.5
         """
         convert = to_error_fn or (lambda v: to_error(v, mode))
         targets = check_targets(targets)
         runs = [dict(r) for r in records]
-        ok = [r for r in runs if r.get("status") in _OK and _finite(r.get("best_value"))]
+
+        def value_of(r: Mapping[str, Any]) -> Any:
+            return r.get("best_value") if metric in (None, monitor) else (r.get("metrics_at_best") or {}).get(metric)
+
+        ok = [r for r in runs if r.get("status") in _OK and _finite(value_of(r))]
         for r in ok:
-            r["error"] = convert(r["best_value"])
+            r["error"] = convert(value_of(r))
         for r in ok:
             # a stream that was never sized reports samples only; a run with neither cannot be placed
             if not _finite(r.get("train_size")):
@@ -118,11 +131,11 @@ class SweepResult:
         unplaced = [r["run_id"] for r in ok if not (_finite(r.get("train_size")) and r["train_size"] > 0)]
         ok = [r for r in ok if r["run_id"] not in unplaced]
         unit = next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples")
-        res = cls(runs=runs, size_unit=unit, monitor=monitor, targets=list(targets))
+        res = cls(runs=runs, size_unit=unit, monitor=metric or monitor, targets=list(targets))
         if unplaced:
             res.notes.append(f"runs without a training-set size were left out of the laws: {unplaced}")
         if not ok:
-            res.notes.append("no run finished with a finite monitored value: no law was fitted")
+            res.notes.append(f"no run finished with a finite {metric or 'monitored'} value: no law was fitted")
             return res
 
         # errors[size][grid point] -> list over seeds; sizes in the user's unit (mean over seeds)
@@ -134,13 +147,13 @@ class SweepResult:
         best_rows = []
         for a in amounts:
             groups = by_amount[a]
-            scored = {k: float(np.mean([convert(x["best_value"]) for x in v])) for k, v in groups.items()}
+            scored = {k: float(np.mean([x["error"] for x in v])) for k, v in groups.items()}
             winner = min(scored, key=scored.__getitem__)
             rows = groups[winner]
             best_rows.append({
                 "amount": a, "train_size": float(np.mean([x["train_size"] for x in rows])),
                 "params": rows[0].get("params", {}), "error": scored[winner],
-                "errors": [convert(x["best_value"]) for x in rows], "seeds": [x["seed"] for x in rows],
+                "errors": [x["error"] for x in rows], "seeds": [x["seed"] for x in rows],
                 "trainable_params": rows[0].get("trainable_params"),
                 "candidates": {k: v for k, v in scored.items()},
             })
@@ -158,7 +171,7 @@ class SweepResult:
                 rows = by_amount[a].get(gk)
                 if rows:
                     pts.append((float(np.mean([x["train_size"] for x in rows])),
-                                [convert(x["best_value"]) for x in rows]))
+                                [x["error"] for x in rows]))
             label = _label(json.loads(gk))
             if len(grid_keys) > 1 and len(pts) >= 4:
                 fit = res._fit(np.array([p for p, _ in pts]), _seed_matrix([e for _, e in pts]), label, bootstrap,
