@@ -187,6 +187,16 @@ def test_wandb_init_failure_is_a_warning_and_turns_wandb_off_in_the_runs(wandb_d
     assert offline_runs(wandb_dirs) == []
 
 
+def test_wandb_not_installed_is_a_warning_naming_the_install(study, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what an absent package looks like to import
+    reporter = WandbReporter()
+    with pytest.warns(UserWarning, match=r"wandb is not installed \(pip install wandb\)"):
+        reporter.start("digits", study.plan, study.store, study.analyse, study.records)
+    assert reporter.child_env(study.plan.runs[0])["WANDB_MODE"] == "disabled"
+    reporter.finish(study.result, study.store)
+    assert SweepResult.load(study.store.root).law is not None
+
+
 def test_upload_failure_mid_sweep_warns_once_and_the_rest_still_lands(wandb_dirs, study, monkeypatch):
     plan, store, records, analyse, result = study.plan, study.store, study.records, study.analyse, study.result
     reporter = WandbReporter(project="ls-test", live_interval=0)
