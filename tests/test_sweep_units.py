@@ -232,3 +232,13 @@ def test_runs_without_a_size_in_the_unit_fall_back_to_samples_or_are_named():
     res = SweepResult.from_records(recs, monitor="val_err", mode="min", bootstrap=0)
     assert res.law is not None
     assert any(recs[1]["run_id"] in n for n in res.notes)
+
+
+def test_grid_points_are_listed_in_numeric_order():
+    records = [
+        {"run_id": f"{m}-{h}", "status": "ok", "size": m, "train_size": m, "params": {"hidden": h}, "seed": 0,
+         "best_value": (1.0 + 100 / h) * m**-0.3, "trainable_params": 10 * h}
+        for m in (100, 200, 400, 800, 1600) for h in (16, 256, 64)
+    ]
+    res = SweepResult.from_records(records, monitor="val_loss", mode="min", bootstrap=0)
+    assert list(res.per_grid) == ["hidden=16", "hidden=64", "hidden=256"]

@@ -163,7 +163,7 @@ class SweepResult:
         res.law = res._fit(sizes, _seed_matrix([b["errors"] for b in best_rows]), "best model per size", bootstrap,
                            seed)
 
-        grid_keys = sorted({_key(r.get("params", {})) for r in ok})
+        grid_keys = sorted({_key(r.get("params", {})) for r in ok}, key=_natural)
         curves = {}
         for gk in grid_keys:
             pts = []
@@ -190,6 +190,10 @@ class SweepResult:
             if len(set(counts)) > 1:
                 try:
                     res.model_size_law = fit_model_size_law(sizes, counts, bootstrap=bootstrap, seed=seed)
+                    lo, hi = res.model_size_law.intervals["beta_p"]
+                    if bootstrap and lo <= 0 <= hi:
+                        res.notes.append("the model-size exponent's interval includes 0: the best model size may "
+                                         "not change with data (the winners may differ only by noise)")
                 except ValueError as exc:
                     res.notes.append(f"no model-size law: {exc}")
             else:
@@ -408,6 +412,12 @@ def _csv(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     writer.writerow(cols)
     writer.writerows([["" if c is None else c for c in row] for row in rows])
     return buf.getvalue()
+
+
+def _natural(key: str) -> list[tuple[int, Any]]:
+    """Sort grid points by their values, numbers as numbers (``hidden=16`` before ``hidden=256``)."""
+    return [(0, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
+            for _, v in sorted(json.loads(key).items())]
 
 
 def _finite(v: Any) -> bool:
