@@ -242,3 +242,15 @@ def test_grid_points_are_listed_in_numeric_order():
     ]
     res = SweepResult.from_records(records, monitor="val_loss", mode="min", bootstrap=0)
     assert list(res.per_grid) == ["hidden=16", "hidden=64", "hidden=256"]
+
+
+def test_a_grid_point_whose_error_does_not_fall_is_named_not_fitted():
+    records = [
+        {"run_id": f"{m}-{h}", "status": "ok", "size": m, "train_size": m, "params": {"hidden": h}, "seed": 0,
+         "best_value": 2 * m**-0.3 if h == 64 else 0.5 + 1e-4 * np.log(m), "trainable_params": 10 * h}
+        for m in (100, 200, 400, 800, 1600) for h in (4, 64)
+    ]
+    res = SweepResult.from_records(records, monitor="val_loss", mode="min", bootstrap=100)
+    assert list(res.per_grid) == ["hidden=64"]
+    assert any("hidden=4: the error does not fall with data" in n for n in res.notes)
+    assert res.law.exponent == pytest.approx(-0.3, abs=0.01)

@@ -191,7 +191,8 @@ class Hestness(Form):
     def natural(self, theta, ctx):
         t = np.asarray(theta, dtype=float)
         beta = -_exp(t[..., 1])
-        alpha = _exp(t[..., 0]) * ctx.x_ref ** (-beta)
+        with np.errstate(over="ignore"):  # extreme bootstrap replicates give inf, which predictions drop
+            alpha = _exp(t[..., 0]) * ctx.x_ref ** (-beta)
         gamma = ctx.y_min * _sigmoid(t[..., 2])
         return np.stack([alpha, beta, gamma], axis=-1)
 
@@ -224,7 +225,7 @@ class Hestness(Form):
     def size_for(self, params, target):
         p = np.atleast_2d(params)
         alpha, beta, gamma = p[:, 0], p[:, 1], p[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             m = ((target - gamma) / alpha) ** (1.0 / beta)
         return np.where(target > gamma, m, np.inf)
 
@@ -341,7 +342,8 @@ class BrokenPowerLaw(Form):
         t = np.asarray(theta, dtype=float)
         gamma = ctx.y_min * _sigmoid(t[..., 0])
         c0 = _exp(t[..., 2])
-        b = _exp(t[..., 1]) * ctx.x_ref**c0
+        with np.errstate(over="ignore"):
+            b = _exp(t[..., 1]) * ctx.x_ref**c0
         return np.stack([gamma, b, c0, _exp(t[..., 3]), _exp(t[..., 4]) * ctx.x_ref, _exp(t[..., 5])], -1)
 
     def unconstrained(self, params, ctx):
@@ -355,8 +357,10 @@ class BrokenPowerLaw(Form):
 
     @staticmethod
     def _log_term(lb, c0, c1, lnd, f, lx):
-        # log of b m^-c0 (1 + (m/d)^(1/f))^(-c1 f), with softplus for the break: no overflow
-        return lb - c0 * lx - c1 * f * np.logaddexp(0.0, (lx - lnd) / f)
+        # log of b m^-c0 (1 + (m/d)^(1/f))^(-c1 f), with softplus for the break; a vanishing f
+        # (a sharp break) makes the argument inf, which logaddexp handles
+        with np.errstate(over="ignore", divide="ignore"):
+            return lb - c0 * lx - c1 * f * np.logaddexp(0.0, (lx - lnd) / f)
 
     def residuals(self, theta, x, logy, ctx):
         t = np.asarray(theta, dtype=float)

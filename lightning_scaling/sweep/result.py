@@ -175,7 +175,7 @@ class SweepResult:
             label = _label(json.loads(gk))
             if len(grid_keys) > 1 and len(pts) >= 4:
                 fit = res._fit(np.array([p for p, _ in pts]), _seed_matrix([e for _, e in pts]), label, bootstrap,
-                               seed)
+                               seed, keep_flat=False)
                 if fit is not None:
                     res.per_grid[label] = fit
                     curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
@@ -201,12 +201,18 @@ class SweepResult:
         res._predict()
         return res
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, label: str, bootstrap: int, seed: int) -> LearningCurveFit | None:
+    def _fit(self, x: np.ndarray, y: np.ndarray, label: str, bootstrap: int, seed: int,
+             keep_flat: bool = True) -> LearningCurveFit | None:
         try:
-            return fit_learning_curve(x, y, bootstrap=bootstrap, seed=seed)
+            fit = fit_learning_curve(x, y, bootstrap=bootstrap, seed=seed)
         except (ValueError, RuntimeError) as exc:
             self.notes.append(f"no learning curve for {label}: {exc}")
             return None
+        if fit.exponent > -1e-6:  # the exponent sits on its bound: the error does not fall with data
+            self.notes.append(f"{label}: the error does not fall with data (exponent at its bound 0), so there is "
+                              "no power law to report" + ("" if keep_flat else "; left out of the comparison"))
+            return fit if keep_flat else None
+        return fit
 
     def _predict(self) -> None:
         if self.law is None:

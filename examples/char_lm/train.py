@@ -1,0 +1,317 @@
+"""A character-level language model on Python's own documentation, with a data- and model-scaling study.
+
+This is an ordinary small Lightning project (a datamodule that cuts text into fixed-length chunks, an
+LSTM language model, a Trainer) that added one callback, ``ScalingSweep``, to measure the learning
+curve of Hestness et al. 2017 ("Deep Learning Scaling is Predictable, Empirically"): validation
+cross-entropy per character against the number of training characters, for the best LSTM width at
+every data size. The text is ``pydoc_data.topics`` (the ~465k characters of English behind
+``help("topics")``), which ships with CPython, so the example needs no download.
+
+What it shows:
+
+* the x-axis in the unit of the task: ``DataFraction(..., size_fn=..., size_unit="characters")``
+  measures every run's training set in characters, not in chunks;
+* nested subsets: each smaller run trains on a subset of the chunks of every larger one;
+* the model-size search at every size (``grid={"width": [...]}``) read through
+  ``current_run().param("width", ...)``, the learning curve of each width (small LSTMs level off
+  early: capacity, not data, limits them), and a model-size law when the best width changes with data;
+* a fixed step budget per run, validated every N steps, so the smallest subsets get as many
+  updates as the largest one and the sweep's best validation value acts as early stopping.
+
+Run (from the repository root):
+
+    python examples/char_lm/train.py                 # the full study: 8-10 minutes on 2 CPU cores
+    python examples/char_lm/train.py --smoke         # a check of the whole pipeline in under a minute
+    python examples/char_lm/train.py --text-file my_corpus.txt      # your own UTF-8 text instead
+    python examples/char_lm/train.py --hf-dataset wikitext --hf-config wikitext-2-raw-v1  # needs `datasets`
+    python examples/char_lm/train.py --wandb         # also report to Weights & Biases (offline run)
+
+The study's results land in ``<root>/scaling_sweeps/char_lm/`` (``result.json``, ``runs.csv``,
+``learning_curve.png``, one log per run); each run's metrics are in ``<root>/logs/<run id>/``.
+Re-running the same command resumes: finished runs are not repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_scaling import DataFraction, ScalingSweep, SweepResult, current_run
+from lightning_scaling.laws import fit_learning_curve
+
+UNK = "<unk>"
+
+# the exponents Hestness et al. 2017 quote for language models, of the power-law region eps ~ alpha m^beta_g:
+# about -0.07 for word-level LSTMs and -0.09 for character-level models, on corpora of billions of words
+PAPER_LM_BETA = (-0.09, -0.06)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def pydoc_documents() -> list[str]:
+    """The topics of Python's built-in help, in sorted-key order (fixed order: a fixed split)."""
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics)]
+
+
+def text_file_documents(path: str | Path) -> list[str]:
+    """A local UTF-8 text file as documents of one line each, so the held-out part is the file's end."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text.splitlines(keepends=True)
+
+
+def hf_documents(name: str, config: str | None = None, split: str = "train", column: str = "text") -> list[str]:
+    """The non-empty rows of one text column of a Hugging Face dataset, in the dataset's order."""
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("--hf-dataset needs the `datasets` package: pip install datasets") from None
+    table = datasets.load_dataset(name, config, split=split)
+    if column not in table.column_names:
+        raise SystemExit(f"{name} has no column {column!r}; its columns are {table.column_names} (use --hf-column)")
+    return [row for row in table[column] if row and row.strip()]
+
+
+def split_documents(documents: Sequence[str], val_share: float = 0.1) -> tuple[str, str]:
+    """Training and validation text: the trailing documents holding ``val_share`` of the characters are held out.
+
+    Whole documents go to one side only, so no validation text is ever seen in training.
+    """
+    total = sum(len(d) for d in documents)
+    held, cut = 0, len(documents)
+    while cut > 1 and held < val_share * total:
+        cut -= 1
+        held += len(documents[cut])
+    train, val = "".join(documents[:cut]), "".join(documents[cut:])
+    if not train or not val:
+        raise ValueError(f"{len(documents)} document(s) cannot be split into training and validation text; "
+                         "give more text (a text file is split at line boundaries)")
+    return train, val
+
+
+class CharChunks(Dataset):
+    """Fixed-length windows of a character-id sequence: ``(input, target)`` with the target shifted by one."""
+
+    def __init__(self, ids: torch.Tensor, seq_len: int, stride: int) -> None:
+        if len(ids) < seq_len + 1:
+            raise ValueError(f"{len(ids)} characters are fewer than one chunk of {seq_len + 1}")
+        self.ids, self.seq_len, self.stride = ids, seq_len, stride
+
+    def __len__(self) -> int:
+        return (len(self.ids) - self.seq_len - 1) // self.stride + 1
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = index * self.stride
+        window = self.ids[start : start + self.seq_len + 1]
+        return window[:-1], window[1:]
+
+
+def target_characters(sample: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """The sweep's unit: characters predicted (and so learned from) in one training chunk."""
+    return sample[1].numel()
+
+
+class CharDataModule(pl.LightningDataModule):
+    """Character-level language-modelling data: training chunks at a fixed stride, a fixed validation slice.
+
+    The vocabulary (every character of the training text, plus ``<unk>`` at id 0 for characters that
+    only validation text has) is built here, because the model's embedding size depends on it.
+    """
+
+    def __init__(
+        self,
+        documents: Sequence[str],
+        seq_len: int = 128,
+        batch_size: int = 32,
+        val_share: float = 0.1,
+        val_chunks: int = 128,
+        max_train_chars: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.seq_len, self.batch_size, self.val_chunks = seq_len, batch_size, val_chunks
+        self.train_text, self.val_text = split_documents(documents, val_share)
+        if max_train_chars is not None:
+            self.train_text = self.train_text[:max_train_chars]
+        self.vocab = [UNK, *sorted(set(self.train_text))]
+        self.stoi = {ch: i for i, ch in enumerate(self.vocab)}
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.stoi.get(ch, 0) for ch in text], dtype=torch.long)
+
+    def setup(self, stage: str) -> None:
+        # non-overlapping chunks: every training character is a target exactly once per epoch, so the
+        # sweep's size in characters is the amount of text a run learns from
+        self.train_set = CharChunks(self.encode(self.train_text), self.seq_len, stride=self.seq_len)
+        # a fixed, evenly spread slice of the held-out text keeps validation cheap and identical across runs
+        val_ids = self.encode(self.val_text)
+        available = (len(val_ids) - self.seq_len - 1) // self.seq_len + 1
+        stride = self.seq_len * max(1, available // self.val_chunks)
+        self.val_set = CharChunks(val_ids[: stride * (self.val_chunks - 1) + self.seq_len + 1], self.seq_len, stride)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=64)
+
+
+# ----------------------------------------------------------------------------------------------- model
+class CharLSTM(pl.LightningModule):
+    """Embedding, one LSTM layer of ``width`` units, and a softmax over the vocabulary."""
+
+    def __init__(self, vocab_size: int, width: int = 128, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Embedding(vocab_size, width)
+        self.lstm = nn.LSTM(width, width, batch_first=True)
+        self.head = nn.Linear(width, vocab_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self.lstm(self.embed(ids))
+        return self.head(hidden)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        logits = self(inputs)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        # every chunk has the same length, so the batch-size-weighted mean is the per-character mean
+        self.log("val_loss", loss, batch_size=batch[0].size(0))  # nats per character
+        self.log("val_bpc", loss / math.log(2), batch_size=batch[0].size(0))  # bits per character
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+# -------------------------------------------------------------------------------------------- settings
+# smoke: a 40k-character slice, 4 sizes, 2 widths, 150 steps: enough for a fitted law in well under a minute
+SMOKE = {"fractions": ScalingSweep.geometric(1 / 8, 1.0, num=4), "widths": [32, 64], "seeds": 1,
+         "steps": 150, "eval_every": 25, "max_train_chars": 40_000, "val_chunks": 32}
+# full: 6.5k to 415k training characters, each width trained for the same number of steps
+FULL = {"fractions": ScalingSweep.geometric(1 / 64, 1.0, num=7), "widths": [32, 64, 128], "seeds": 1,
+        "steps": 800, "eval_every": 50, "max_train_chars": None, "val_chunks": 128}
+
+
+def compare_with_paper(result: SweepResult) -> str:
+    """The fitted exponents next to the paper's range for language models, in words."""
+    law = result.law
+    lo, hi = law.intervals[law.form.exponent]
+    # the paper's exponents are slopes of a pure power law; fit that form to the same best-model points
+    slope = fit_learning_curve(law.sizes, law.errors, form="power_law")
+    s_lo, s_hi = slope.intervals[slope.form.exponent]
+    paper_lo, paper_hi = PAPER_LM_BETA
+    if s_hi < paper_lo:
+        verdict = "steeper than"
+    elif s_lo > paper_hi:
+        verdict = "shallower than"
+    else:
+        verdict = "consistent with"
+    return "\n".join([
+        f"exponent beta = {law.exponent:.3f} [{lo:.3f}, {hi:.3f}] of eps = alpha m^beta + gamma, "
+        f"floor gamma = {law.floor:.3f} nats/char",
+        f"as a pure power law b m^c (the form of the paper's exponents): c = {slope.exponent:.3f} "
+        f"[{s_lo:.3f}, {s_hi:.3f}], {verdict} the {paper_lo} to {paper_hi} Hestness et al. 2017 measured "
+        "for language models",
+        "  note: every run has the same step budget, so the largest runs can be limited by steps rather than "
+        "by data; the fitted floor gamma then includes that limit, and beta steepens to match",
+    ])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="runs/char_lm", help="Trainer default_root_dir (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny study that checks the pipeline in about a minute")
+    parser.add_argument("--wandb", action="store_true", help="log to Weights & Biases (offline; `wandb sync` later)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text-file", help="a local UTF-8 text file to model instead of Python's documentation")
+    source.add_argument("--hf-dataset", help="a Hugging Face dataset name, e.g. wikitext (needs `datasets`)")
+    parser.add_argument("--hf-config", help="the dataset's configuration, e.g. wikitext-2-raw-v1")
+    parser.add_argument("--hf-split", default="train", help="the split to read (default: %(default)s)")
+    parser.add_argument("--hf-column", default="text", help="the text column (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def build_datamodule(args: argparse.Namespace) -> CharDataModule:
+    """The data module for the text the command line names (Python's documentation by default)."""
+    if args.text_file:
+        documents = text_file_documents(args.text_file)
+    elif args.hf_dataset:
+        documents = hf_documents(args.hf_dataset, args.hf_config, args.hf_split, args.hf_column)
+    else:
+        documents = pydoc_documents()
+    settings = SMOKE if args.smoke else FULL
+    return CharDataModule(documents, max_train_chars=settings["max_train_chars"], val_chunks=settings["val_chunks"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = SMOKE if args.smoke else FULL
+
+    # the controller (the process you start), or one run of the study: then this also seeds every RNG
+    run = current_run()
+    data = build_datamodule(args)
+    model = CharLSTM(vocab_size=len(data.vocab), width=run.param("width", default=settings["widths"][-1]))
+
+    sweep = ScalingSweep(
+        name="char_lm",
+        fractions=settings["fractions"],
+        grid={"width": settings["widths"]},
+        seeds=settings["seeds"],
+        monitor="val_loss",
+        mode="min",
+    )
+    # one CSV folder per run (the sweep runs two or more at once; Lightning's version_N would collide)
+    version = "controller" if run.is_controller else run.spec.run_id + ("-probe" if run.probe else "")
+    loggers = [CSVLogger(save_dir=args.root, name="logs", version=version)]
+    if args.wandb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project="lightning-scaling-examples", save_dir=args.root, offline=True))
+    trainer = pl.Trainer(
+        default_root_dir=args.root,
+        accelerator="auto",
+        devices=1,
+        # a fixed step budget validated every N steps, also across epochs: small subsets get as many
+        # updates as large ones, and the sweep keeps each run's best validation loss
+        max_steps=settings["steps"],
+        val_check_interval=settings["eval_every"],
+        check_val_every_n_epoch=None,
+        log_every_n_steps=settings["eval_every"],
+        gradient_clip_val=1.0,  # the usual guard against exploding LSTM gradients
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,  # the study keeps metrics, not dozens of model files
+        enable_progress_bar=False,  # each run's output goes to a log file
+        enable_model_summary=False,
+        logger=loggers,
+        callbacks=[sweep],
+    )
+    # the x-axis in characters: DataFraction sums target_characters over each run's chunks
+    trainer.fit(model, datamodule=DataFraction(data, size_fn=target_characters, size_unit="characters"))
+
+    if run.is_controller:
+        result = sweep.result
+        folder = Path(args.root) / "scaling_sweeps" / "char_lm"
+        print(result.summary())
+        print(f"results: {folder / 'result.json'}")
+        print(f"figure:  {folder / 'learning_curve.png'}")
+        if result.law is not None:
+            print(compare_with_paper(result))
+
+
+if __name__ == "__main__":
+    main()
