@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if run.is_controller:
         result = sweep.result
         folder = Path(args.root) / "scaling_sweeps" / "char_lm"
-        print(result.summary())
+        # the sweep printed result.summary() to stderr when it ended; here where things are and the comparison
         print(f"results: {folder / 'result.json'}")
         print(f"figure:  {folder / 'learning_curve.png'}")
         if result.law is not None:
