@@ -150,8 +150,9 @@ def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None =
             return SlurmLauncher(gpus_per_run=devices_per_slot, **kwargs)
         raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                          "launcher object (LocalLauncher, RayLauncher, SlurmLauncher)")
+    # looked up on the class: reading a cluster launcher's capacity would connect to its cluster
     missing = [a for a in ("capacity", "describe", "submit", "poll", "running", "shutdown", "close")
-               if not hasattr(launcher, a)]
+               if not hasattr(type(launcher), a)]
     if missing:
         raise TypeError(f"launcher must be a name ({', '.join(LAUNCHERS)}) or a launcher object; "
                         f"{type(launcher).__name__} has no {', '.join(missing)}")
