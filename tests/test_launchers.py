@@ -199,6 +199,24 @@ def test_slurm_checkpoint_stops_the_run_and_resubmits_the_same_call():
             proc.kill()
 
 
+def test_slurm_restarted_controller_cancels_the_jobs_an_earlier_one_left(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from lightning_scaling.sweep import SlurmLauncher
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancelled'}\n")
+    (bin_dir / "scancel").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    launcher = SlurmLauncher(gpus_per_run=0)
+    assert launcher.cancel_leftovers() == []  # no folder yet: nothing to read
+    launcher._active_path = tmp_path / "active_jobs.json"
+    assert launcher.cancel_leftovers() == []
+    launcher._active_path.write_text(json.dumps({"jobs": ["101_0", "101_1", "102"]}))
+    assert launcher.cancel_leftovers() == ["101_0", "101_1", "102"]
+    assert (tmp_path / "scancelled").read_text().split() == ["101_0", "101_1", "102"]
+
+
 def test_run_on_node_keeps_the_gpus_the_scheduler_pinned(tmp_path, monkeypatch):
     # Ray and SLURM set CUDA_VISIBLE_DEVICES for the task; the run keeps it (child_environment would drop it)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")

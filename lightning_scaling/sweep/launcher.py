@@ -134,10 +134,10 @@ def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None =
         ImportError: for ``"ray"``/``"slurm"`` when the extra is not installed (naming the pip command).
         ValueError: for an unknown name.
     """
-    if launcher is None or launcher == "local":
+    name = launcher.strip().lower() if isinstance(launcher, str) else None
+    if launcher is None or name == "local":
         return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot)
     if isinstance(launcher, str):
-        name = launcher.strip().lower()
         if name == "ray":
             from lightning_scaling.sweep.ray_launcher import RayLauncher
 

@@ -57,7 +57,7 @@ def _import_ray() -> Any:
 
 
 def _run_task(command: list[str], overrides: dict[str, str], log_path: str, cwd: str, gpus: int,
-              forwarded: dict[str, str], marker: str | None, token: str, header: str) -> dict[str, Any]:
+              forwarded: dict[str, str], marker: str | None, token: str, grace: float) -> dict[str, Any]:
     """The Ray task: run one job's command on this node; return its exit code (and files, off shared storage)."""
     shared = marker is None
     if marker is not None:
@@ -72,8 +72,8 @@ def _run_task(command: list[str], overrides: dict[str, str], log_path: str, cwd:
     where = f"# on {socket.gethostname()} (Ray node {node}), CUDA_VISIBLE_DEVICES={visible!r}"
     base = {**os.environ, **forwarded}
     if shared:
-        rc = run_on_node(command, overrides, log_path, gpus=gpus, base=base, cwd=cwd,
-                         header=f"{header}{where}, shared sweep folder\n")
+        rc = run_on_node(command, overrides, log_path, gpus=gpus, base=base, cwd=cwd, grace=grace,
+                         header=f"{where}, shared sweep folder\n")
         return {"rc": rc, "shared": True}
     # not shared: the run writes into a temporary sweep folder on this node, returned through Ray
     tmp = Path(tempfile.mkdtemp(prefix="lightning-scaling-"))
@@ -82,7 +82,7 @@ def _run_task(command: list[str], overrides: dict[str, str], log_path: str, cwd:
         ctx["sweep_dir"] = str(tmp)
         local_log = tmp / "run.log"
         rc = run_on_node(command, {**overrides, ENV_RUN: json.dumps(ctx)}, local_log, gpus=gpus, base=base,
-                         cwd=cwd, header=f"{where}, node-local sweep folder (returned through Ray)\n")
+                         cwd=cwd, grace=grace, header=f"{where}, node-local sweep folder (returned through Ray)\n")
         files = {str(p.relative_to(tmp)): p.read_text(encoding="utf-8") for p in tmp.rglob("*.json")
                  if not p.name.startswith(".")}
         with local_log.open("rb") as f:
@@ -246,7 +246,7 @@ class RayLauncher:
         with job.log_path.open("ab") as log:
             log.write(header.encode())
         ref = self._remote.remote(list(job.command), overrides, str(job.log_path), os.getcwd(), self._gpus,
-                                  forwarded, marker, token, "")
+                                  forwarded, marker, token, self.grace)
         job.started = time.time()
         self._jobs[ref] = job
 

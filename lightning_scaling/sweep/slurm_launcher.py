@@ -31,6 +31,7 @@ from typing import Any
 from lightning_scaling.sweep.context import ENV_RUN
 from lightning_scaling.sweep.launcher import Job, run_on_node, stop_process
 from lightning_scaling.sweep.plan import require_int
+from lightning_scaling.sweep.store import atomic_write_json, read_json
 
 __all__ = ["SlurmLauncher", "parse_time"]
 
@@ -183,6 +184,7 @@ class SlurmLauncher:
         self._executor: Any = None
         self._pending: list[Job] = []
         self._jobs: list[tuple[Job, Any]] = []  # (job, submitit job)
+        self._active_path: Path | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The ``AutoExecutor.update_parameters`` arguments (generic ones, and ``slurm_*`` for SLURM)."""
@@ -235,9 +237,11 @@ class SlurmLauncher:
         jobs, self._pending = self._pending, []
         if self._executor is None:
             sweep_dir = json.loads(jobs[0].env_overrides[ENV_RUN])["sweep_dir"]
-            folder = self.folder or Path(sweep_dir) / "submitit"
-            # %j is the job id, %A_%a the array's id and index: every job's files apart
-            self._executor = self.executor(Path(folder) / "%j")
+            folder = Path(self.folder or Path(sweep_dir) / "submitit")
+            self._active_path = folder / "active_jobs.json"
+            self.cancel_leftovers()
+            # %j is the job id: every job's files apart
+            self._executor = self.executor(folder / "%j")
         threads = str(self.cpus_per_run or 1)
         cwd = os.getcwd()
         fn = SlurmRun()
@@ -252,6 +256,31 @@ class SlurmLauncher:
             with job.log_path.open("a", encoding="utf-8") as log:
                 log.write(f"# submitted as job {sjob.job_id}\n")
             self._jobs.append((job, sjob))
+        self._save_active()
+
+    def _save_active(self) -> None:
+        """Note the jobs in SLURM, so that a restarted controller can cancel what this one leaves behind."""
+        if self._active_path is not None:
+            with contextlib.suppress(OSError):
+                atomic_write_json(self._active_path, {"jobs": [str(sjob.job_id) for _, sjob in self._jobs]})
+
+    def cancel_leftovers(self) -> list[str]:
+        """Cancel the jobs an earlier controller of this sweep left in SLURM (it was killed, or lost its login).
+
+        Their runs have no record yet, so this controller runs them again; the old jobs would only
+        use GPUs and race the new ones for the same record. Returns the cancelled job ids.
+        """
+        if self._active_path is None or self.cluster != "slurm":
+            return []
+        with contextlib.suppress(ValueError):
+            ids = [str(j) for j in (read_json(self._active_path) or {}).get("jobs", [])]
+            if ids:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+                    print(f"[lightning-scaling] cancelled {len(ids)} SLURM job(s) left by an earlier controller of "
+                          f"this sweep: {' '.join(ids)}", file=sys.stderr, flush=True)
+                    return ids
+        return []
 
     def poll(self) -> list[tuple[Job, int]]:
         self._flush()
@@ -275,7 +304,9 @@ class SlurmLauncher:
                               f"{first} (submitit logs: {sjob.paths.stdout.parent})\n")
                 rc = -1
             done.append((job, rc))
-        self._jobs = keep
+        if done:
+            self._jobs = keep
+            self._save_active()
         return done
 
     def running(self) -> list[Job]:
@@ -295,6 +326,7 @@ class SlurmLauncher:
                         break
                 time.sleep(0.5)
         self._jobs.clear()
+        self._save_active()
 
     def close(self) -> None:
         """Nothing to release: submitted jobs belong to SLURM."""
