@@ -112,6 +112,13 @@ def test_missing_extra_fails_when_the_callback_is_built(monkeypatch):
         ScalingSweep(fractions=SWEEP["fractions"], launcher="kubernetes")
 
 
+def test_sweep_package_imports_neither_ray_nor_submitit():
+    code = ("import sys, lightning_scaling.sweep as s; s.RayLauncher, s.SlurmLauncher; "
+            "print(sorted(m for m in ('ray', 'submitit', 'torch', 'pytorch_lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env({}), check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_make_launcher_names_and_objects():
     from lightning_scaling.sweep import LocalLauncher
 
