@@ -304,6 +304,39 @@ def test_ray_local_instance_records_returned_through_ray_retry_and_resume(tmp_pa
 
 
 @pytest.mark.slow
+def test_ray_ctrl_c_cancels_the_runs_and_leaves_no_process(tmp_path, ray_tmp):
+    pytest.importorskip("ray")
+    launcher = {"kind": "ray", "address": "local", "grace": 5,
+                "init_kwargs": {"num_cpus": 2, "object_store_memory": 80_000_000, "_temp_dir": str(ray_tmp)}}
+    env = _env({**SWEEP, "probe": False}, LS_TEST_LAUNCHER=json.dumps(launcher), LS_TEST_FAIL=json.dumps({"sleep": 60}))
+    marker = str(tmp_path)
+    cmd = [sys.executable, str(HELPERS / "sweep_script.py"), "--root", marker]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    logs = tmp_path.joinpath(*FOLDER) / "logs"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            text = "".join(p.read_text(errors="replace") for p in logs.glob("*.log")) if logs.is_dir() else ""
+            if text.count("Ray node ") >= 2:
+                break
+            time.sleep(0.5)
+        time.sleep(3.0)  # both runs are past their imports, in the injected sleep
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+        time.sleep(0.5)
+        # checked before the teardown ends the controller's session: the launcher stopped the runs itself
+        out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        leftovers = [line for line in out.splitlines() if marker in line]
+    finally:
+        _end_session(proc.pid)
+    assert proc.returncode != 0
+    assert "interrupted: stopping runs" in err
+    assert not leftovers, "runs outlived the cancelled Ray tasks"
+    assert not _records(logs.parent)  # interrupted runs leave no record, so a resume runs them
+
+
+@pytest.mark.slow
 def test_ray_two_node_cluster_retries_a_failed_run_and_a_run_lost_with_its_node(tmp_path, ray_cluster):
     # launcher="ray" by name: connects through RAY_ADDRESS; one CPU per run, so two runs in flight
     # are on different nodes. After the injected failure the worker node is killed mid-run: its run
