@@ -43,7 +43,7 @@ from typing_extensions import override
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
-from lightning_scaling.sweep.launcher import Launcher, LocalLauncher
+from lightning_scaling.sweep.launcher import LAUNCHERS, Launcher, make_launcher
 from lightning_scaling.sweep.plan import SweepPlan, geometric, require_int
 from lightning_scaling.sweep.result import SweepResult, check_targets
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
@@ -89,7 +89,12 @@ class ScalingSweep(Callback):
         name: name of the sweep (default: the script's file name).
         slots: parallel runs; default one per GPU (or GPU group), or one per core on a CPU machine.
         devices_per_slot: GPUs per run.
-        launcher: a launcher object instead of local slots (cluster launchers).
+        launcher: where the runs execute: ``"local"`` (default: this machine's slots), ``"ray"`` (a Ray
+            cluster, or a local Ray instance), ``"slurm"`` (SLURM job arrays through submitit), or a
+            launcher object with options (``RayLauncher(...)``, ``SlurmLauncher(partition=...)``,
+            ``LocalLauncher(...)``). With a name, ``slots`` caps the parallel runs and
+            ``devices_per_slot`` is each run's GPU count. Ray and SLURM need the extras
+            ``lightning-scaling[ray]`` / ``[slurm]``.
         max_retries: how often a failed run is retried before it is recorded as failed.
         size_fn: size of one training sample in your unit (e.g. its token count), when the callback
             wraps the training data itself (with :class:`~lightning_scaling.DataFraction`, set it there).
@@ -122,7 +127,7 @@ class ScalingSweep(Callback):
         name: str | None = None,
         slots: int | None = None,
         devices_per_slot: int = 1,
-        launcher: Launcher | None = None,
+        launcher: Launcher | str | None = None,
         max_retries: int = 1,
         size_fn: Callable[[Any], float] | None = None,
         size_unit: str = "samples",
@@ -146,6 +151,9 @@ class ScalingSweep(Callback):
         self.name = name
         self.slots = slots
         self.devices_per_slot = devices_per_slot
+        if isinstance(launcher, str) and launcher.strip().lower() not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
+                             "launcher object")
         self.launcher = launcher
         self.max_retries = max_retries
         self.size_fn = size_fn
@@ -160,6 +168,10 @@ class ScalingSweep(Callback):
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
         self._run: RunContext = current_run(seed=False)
+        # the controller builds its launcher now, so a missing extra (ray, submitit) fails here; runs need none
+        self._launcher: Launcher | None = None
+        if self._run.is_controller and launcher is not None and launcher != "local":
+            self._launcher = make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot)
         # Lightning names a profiler section after state_key on every hook call: build it once
         self._state_key = self._generate_state_key(monitor=self.plan.monitor, runs=len(self.plan.runs))
         # run-side state
@@ -240,7 +252,8 @@ class ScalingSweep(Callback):
                 reporter.attach(logger.experiment)
             except Exception as exc:  # the user's run failed to start: report nowhere, lose nothing
                 reporter.disable("the WandbLogger's run failed to start", exc)
-        launcher = self.launcher or LocalLauncher(slots=self.slots, devices_per_slot=self.devices_per_slot)
+        launcher = self._launcher or make_launcher(self.launcher, slots=self.slots,
+                                                   devices_per_slot=self.devices_per_slot)
         controller = SweepController(
             self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
             max_retries=self.max_retries, probe=self.probe, analyse=self._analyse(self.bootstrap),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
-from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, tail
+from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, read_json
@@ -327,13 +327,15 @@ def run_sweep(
     targets: Sequence[float] = (),
     reporter: WandbReporter | None = None,
     bootstrap: int = 1000,
+    launcher: Launcher | str | None = None,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
     The script must add a :class:`~lightning_scaling.ScalingSweep` with the same arguments to its
     Trainer (inside a run the callback only applies the run's data size, grid values and seed).
     The arguments mean what they mean for ``ScalingSweep``; ``reporter`` (a
-    :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process.
+    :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process; ``launcher``
+    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute.
 
     Example::
 
@@ -354,7 +356,7 @@ def run_sweep(
                                                      targets=targets)
 
     controller = SweepController(
-        plan, SweepStore(sweep_dir), launcher=LocalLauncher(slots=slots, devices_per_slot=devices_per_slot),
+        plan, SweepStore(sweep_dir), launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
         command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
         cli_overrides=dotted if cli_overrides is None else cli_overrides, analyse=analyse(bootstrap),
         live_analyse=analyse(live), reporter=reporter,

@@ -2,7 +2,9 @@
 
 A *slot* is what one run gets: one GPU by default (pinned with ``CUDA_VISIBLE_DEVICES``), ``k`` GPUs
 for large runs, or on a CPU-only machine a worker process with its share of the cores. The
-interface (``capacity``, ``submit``, ``poll``, ``shutdown``) is what cluster launchers implement too.
+interface (``capacity``, ``submit``, ``poll``, ``shutdown``) is what cluster launchers implement too:
+:class:`~lightning_scaling.sweep.ray_launcher.RayLauncher` and
+:class:`~lightning_scaling.sweep.slurm_launcher.SlurmLauncher` (:func:`make_launcher` picks one by name).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +23,10 @@ from typing import Protocol
 from lightning_scaling.sweep.forkserver import ForkedProcess, ForkServer
 from lightning_scaling.sweep.plan import RunSpec, require_int
 
-__all__ = ["Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "script_command"]
+__all__ = ["LAUNCHERS", "Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "make_launcher",
+           "run_on_node", "script_command"]
+
+LAUNCHERS = ("local", "ray", "slurm")
 
 # variables that would make a child think it is part of the parent's distributed job, cluster
 # allocation or W&B run: a run must start as a fresh, single job
@@ -116,6 +121,104 @@ class Launcher(Protocol):
     def shutdown(self, grace: float = 10.0) -> None: ...
 
     def close(self) -> None: ...
+
+
+def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None = None,
+                  devices_per_slot: int = 1) -> Launcher:
+    """The launcher a sweep uses: ``None``/``"local"`` (local slots), ``"ray"``, ``"slurm"``, or a launcher object.
+
+    ``slots`` caps the parallel runs (local slots, Ray runs in flight, SLURM array parallelism) and
+    ``devices_per_slot`` is each run's GPU count. A launcher object is used as it is.
+
+    Raises:
+        ImportError: for ``"ray"``/``"slurm"`` when the extra is not installed (naming the pip command).
+        ValueError: for an unknown name.
+    """
+    name = launcher.strip().lower() if isinstance(launcher, str) else None
+    if launcher is None or name == "local":
+        return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot)
+    if isinstance(launcher, str):
+        if name == "ray":
+            from lightning_scaling.sweep.ray_launcher import RayLauncher
+
+            # None: one GPU per run when the cluster has GPUs, none on a CPU cluster
+            return RayLauncher(max_concurrent=slots, gpus_per_run=None if devices_per_slot == 1 else devices_per_slot)
+        if name == "slurm":
+            from lightning_scaling.sweep.slurm_launcher import SlurmLauncher
+
+            kwargs = {"array_parallelism": slots} if slots is not None else {}
+            return SlurmLauncher(gpus_per_run=devices_per_slot, **kwargs)
+        raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
+                         "launcher object (LocalLauncher, RayLauncher, SlurmLauncher)")
+    # looked up on the class: reading a cluster launcher's capacity would connect to its cluster
+    missing = [a for a in ("capacity", "describe", "submit", "poll", "running", "shutdown", "close")
+               if not hasattr(type(launcher), a)]
+    if missing:
+        raise TypeError(f"launcher must be a name ({', '.join(LAUNCHERS)}) or a launcher object; "
+                        f"{type(launcher).__name__} has no {', '.join(missing)}")
+    return launcher
+
+
+def run_on_node(
+    command: Sequence[str],
+    overrides: Mapping[str, str],
+    log_path: str | os.PathLike[str],
+    *,
+    gpus: int,
+    base: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    header: str = "",
+    grace: float = 10.0,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+) -> int:
+    """Run one job's command on the node this code runs on (in a Ray task or a SLURM job) and wait for it.
+
+    The environment is ``base`` (default: this process's) cleaned by :func:`child_environment`, plus
+    ``overrides``. GPUs are the ones the scheduler gave this task: the node's ``CUDA_VISIBLE_DEVICES``
+    (set by Ray or SLURM) is kept as it is, never replaced; a run without GPUs gets an empty one, so it
+    cannot land on a GPU that another task holds. If this process is interrupted (a cancelled Ray
+    task, a SLURM requeue), the run gets SIGTERM (Lightning stops cleanly), then SIGKILL after ``grace``.
+
+    Returns:
+        The run's exit code (negative: killed by that signal).
+    """
+    env = child_environment(os.environ if base is None else base, overrides)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus <= 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if cwd is None or not Path(cwd).is_dir():
+        cwd = None
+    with log_path.open("ab") as log:
+        if header:
+            log.write(header.encode())
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    if on_start is not None:
+        on_start(proc)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop_process(proc, grace)
+        raise
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the run's process group, SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace if sig == signal.SIGTERM else 30)
 
 
 def _visible_gpus() -> list[str]:

@@ -12,6 +12,9 @@ Test hooks, read from the environment (children inherit it from the controller):
     LS_TEST_DDP    "1": the user's Trainer asks for devices=2, strategy="ddp" on CPU
     LS_TEST_WRAP   "1": the script wraps its datamodule in DataFraction itself
     LS_TEST_NO_FORK  "1": runs start as new processes instead of forks of the fork server
+    LS_TEST_LAUNCHER  JSON {"kind": "ray" | "slurm", ...options}: the controller's launcher is a
+                   RayLauncher / SlurmLauncher with those options (a plain name in LS_TEST_SWEEP's
+                   "launcher" works too)
     LS_TEST_NAMESPACE  "lightning": the project imports lightning.pytorch instead of pytorch_lightning
     LS_TEST_WANDB  "logger": the Trainer has an offline WandbLogger; "reporter": no logger, the sweep
                    gets a WandbReporter (offline) with the JSON options in LS_TEST_WANDB_REPORTER
@@ -110,6 +113,12 @@ def main() -> None:
     kwargs = json.loads(os.environ["LS_TEST_SWEEP"])
     if os.environ.get("LS_TEST_NO_FORK") == "1":
         kwargs["launcher"] = LocalLauncher(slots=kwargs.pop("slots", None), fork_server=False)
+    launcher = json.loads(os.environ.get("LS_TEST_LAUNCHER", "null"))
+    if launcher and run.is_controller:  # runs need no launcher (nor ray/submitit imported)
+        from lightning_scaling.sweep import RayLauncher, SlurmLauncher
+
+        kind = launcher.pop("kind")
+        kwargs["launcher"] = {"ray": RayLauncher, "slurm": SlurmLauncher}[kind](**launcher)
     wandb_mode = os.environ.get("LS_TEST_WANDB")
     logger = False
     if wandb_mode:
