@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.procs import interrupt
 
 from lightning_scaling.sweep.launcher import make_launcher, run_on_node
 
@@ -98,7 +99,6 @@ def test_missing_ray_extra_names_the_pip_command(monkeypatch):
 
 
 def test_missing_extra_fails_when_the_callback_is_built(monkeypatch):
-    pytest.importorskip("pytorch_lightning")
     from lightning_scaling import ScalingSweep
 
     monkeypatch.delenv("LIGHTNING_SCALING_RUN", raising=False)
@@ -141,7 +141,6 @@ def test_make_launcher_names_and_objects():
 
 
 def test_ray_launcher_options_from_a_name():
-    pytest.importorskip("ray")
     from lightning_scaling.sweep import RayLauncher
 
     launcher = make_launcher("ray", slots=3, devices_per_slot=2)
@@ -154,7 +153,6 @@ def test_ray_launcher_options_from_a_name():
 
 
 def test_slurm_parameters_map_to_sbatch_options(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     from submitit.slurm import slurm
 
     from lightning_scaling.sweep import SlurmLauncher
@@ -189,7 +187,6 @@ def test_slurm_parameters_map_to_sbatch_options(tmp_path, monkeypatch):
 
 
 def test_slurm_checkpoint_stops_the_run_and_resubmits_the_same_call():
-    pytest.importorskip("submitit")
     from lightning_scaling.sweep import slurm_launcher
 
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -207,7 +204,6 @@ def test_slurm_checkpoint_stops_the_run_and_resubmits_the_same_call():
 
 
 def test_slurm_restarted_controller_cancels_the_jobs_an_earlier_one_left(tmp_path, monkeypatch):
-    pytest.importorskip("submitit")
     from lightning_scaling.sweep import SlurmLauncher
 
     bin_dir = tmp_path / "bin"
@@ -250,7 +246,6 @@ def ray_tmp():
 @pytest.fixture
 def ray_cluster(ray_tmp):
     """A two-node Ray cluster on loopback: a head and a worker node, one CPU each."""
-    pytest.importorskip("ray")
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     port = _free_port()
     env = _env({})
@@ -275,7 +270,6 @@ def ray_cluster(ray_tmp):
 
 @pytest.mark.slow
 def test_ray_local_instance_records_returned_through_ray_retry_and_resume(tmp_path, ray_tmp):
-    pytest.importorskip("ray")
     # shared_storage=False: every run writes into a node-local folder, and its record and log come
     # back through Ray (the path a cluster without shared storage takes), also for the probe
     launcher = {"kind": "ray", "address": "local", "shared_storage": False,
@@ -305,7 +299,6 @@ def test_ray_local_instance_records_returned_through_ray_retry_and_resume(tmp_pa
 
 @pytest.mark.slow
 def test_ray_ctrl_c_cancels_the_runs_and_leaves_no_process(tmp_path, ray_tmp):
-    pytest.importorskip("ray")
     launcher = {"kind": "ray", "address": "local", "grace": 5,
                 "init_kwargs": {"num_cpus": 2, "object_store_memory": 80_000_000, "_temp_dir": str(ray_tmp)}}
     env = _env({**SWEEP, "probe": False}, LS_TEST_LAUNCHER=json.dumps(launcher), LS_TEST_FAIL=json.dumps({"sleep": 60}))
@@ -322,8 +315,7 @@ def test_ray_ctrl_c_cancels_the_runs_and_leaves_no_process(tmp_path, ray_tmp):
                 break
             time.sleep(0.5)
         time.sleep(3.0)  # both runs are past their imports, in the injected sleep
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=90)
+        err = interrupt(proc)
         time.sleep(0.5)
         # checked before the teardown ends the controller's session: the launcher stopped the runs itself
         out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -380,7 +372,6 @@ def test_ray_two_node_cluster_retries_a_failed_run_and_a_run_lost_with_its_node(
 # ------------------------------------------------------------------------------- submitit sweep
 @pytest.mark.slow
 def test_submitit_local_executor_sweep_with_a_retry(tmp_path):
-    pytest.importorskip("submitit")
     launcher = {"kind": "slurm", "cluster": "local", "gpus_per_run": 0, "array_parallelism": 2, "time": "0:10:00"}
     proc = _controller(tmp_path, SWEEP, LS_TEST_LAUNCHER=json.dumps(launcher),
                        LS_TEST_FAIL=json.dumps({"raise_once": 0.5}))

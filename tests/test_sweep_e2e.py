@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.procs import interrupt
 from helpers.runif import RunIf
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -152,8 +153,7 @@ def test_ctrl_c_stops_runs_cleanly_and_the_sweep_resumes(tmp_path):
     while time.time() < deadline and len([p for p in logs.glob("*.log") if p.stem != "probe"]) < 2:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=90)
+    err = interrupt(proc)
     assert proc.returncode != 0
     assert "interrupted: stopping runs" in err
     time.sleep(0.5)
@@ -186,7 +186,6 @@ def test_unknown_monitor_stops_before_any_run(tmp_path):
 
 
 def test_lightning_cli_script_with_a_grid_over_a_model_argument(tmp_path):
-    pytest.importorskip("jsonargparse")
     sweep = {**SWEEP, "grid": {"model.hidden": [8, 64]}, "slots": 2, "sweep_dir": str(tmp_path / "sweep"),
              "bootstrap": 100}
     proc = _run(tmp_path, sweep, script="cli_sweep_script.py",
