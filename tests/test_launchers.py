@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.procs import interrupt
+from helpers.procs import default_sigint, interrupt
 
 from lightning_scaling.sweep.launcher import make_launcher, run_on_node
 
@@ -305,7 +305,7 @@ def test_ray_ctrl_c_cancels_the_runs_and_leaves_no_process(tmp_path, ray_tmp):
     marker = str(tmp_path)
     cmd = [sys.executable, str(HELPERS / "sweep_script.py"), "--root", marker]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     logs = tmp_path.joinpath(*FOLDER) / "logs"
     try:
         deadline = time.time() + 120

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.procs import interrupt
+from helpers.procs import default_sigint, interrupt
 from helpers.runif import RunIf
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -144,10 +144,8 @@ def test_ctrl_c_stops_runs_cleanly_and_the_sweep_resumes(tmp_path):
     env = _env(sweep, LS_TEST_FAIL=json.dumps({"sleep": 30}))
     marker = str(tmp_path)
     cmd = [sys.executable, str(HELPERS / "sweep_script.py"), "--root", marker]
-    # a shell that started pytest in the background ignores SIGINT, and a child inherits that (Python then
-    # installs no KeyboardInterrupt handler): give the controller the default, as a terminal would
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            text=True, preexec_fn=default_sigint)
     logs = tmp_path / "scaling_sweeps" / "sweep_script" / "logs"
     deadline = time.time() + 120
     while time.time() < deadline and len([p for p in logs.glob("*.log") if p.stem != "probe"]) < 2:

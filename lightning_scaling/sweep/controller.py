@@ -6,16 +6,13 @@ by :func:`run_sweep` from notebooks and programs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import secrets
-import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -99,7 +96,6 @@ class SweepController:
         self._durations: list[float] = []
         self._status: dict[str, str | None] = {}
         self._records: dict[str, dict[str, Any]] = {}
-        self._interrupted = False
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -162,10 +158,9 @@ class SweepController:
 
                 self.command = script_command()
             try:
-                with self._sigint_flag():
-                    if self.probe and not any(r.get("status") == "ok" for r in records.values()):
-                        self._probe()
-                    self._loop(todo)
+                if self.probe and not any(r.get("status") == "ok" for r in records.values()):
+                    self._probe()
+                self._loop(todo)
             except KeyboardInterrupt:
                 self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
                 self.launcher.shutdown()
@@ -212,8 +207,6 @@ class SweepController:
             time.sleep(self.poll_interval)
         self.launcher.submit(job)
         while True:
-            if self._interrupted:
-                raise KeyboardInterrupt
             finished = self.launcher.poll()
             if finished:
                 _, rc = finished[0]
@@ -226,34 +219,12 @@ class SweepController:
         if info.get("status") != "ok":
             raise SweepError(f"the probe run stopped: {info.get('reason')}")
 
-    @contextlib.contextmanager
-    def _sigint_flag(self) -> Iterator[None]:
-        """Ctrl-C also sets a flag the loop checks: a KeyboardInterrupt raised while Python runs a
-        finaliser (``__del__``) is printed and dropped, and the sweep would otherwise run on."""
-        self._interrupted = False
-        if threading.current_thread() is not threading.main_thread() or (
-                signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            yield  # a user's own handler, or Ctrl-C ignored (nohup): leave it as it is
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            self._interrupted = True
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
     def _loop(self, todo: list[RunSpec]) -> None:
         queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
         total = len(self.plan.runs)
         failures: dict[str, list[str]] = {}
         last_beat = time.time()
         while queue or self.launcher.running():
-            if self._interrupted:
-                raise KeyboardInterrupt
             while queue and self.launcher.capacity > 0:
                 spec, attempt = queue.popleft()
                 self.launcher.submit(self._job(spec, attempt))
