@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, device_seconds
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
-from lightning_scaling.sweep.store import SweepStore, read_json
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from lightning_scaling.reporting.wandb import WandbReporter
@@ -32,6 +33,7 @@ __all__ = ["SweepController", "SweepError"]
 
 FINAL = ("ok", "diverged")
 PROBE_ID = "probe"
+ADAPTIVE_FILE = "adaptive.json"
 
 
 class SweepError(RuntimeError):
@@ -79,6 +81,7 @@ class SweepController:
         name: str | None = None,
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
+        adaptive: AdaptiveConfig | None = None,
     ) -> None:
         require_int("max_retries", max_retries, 0)
         self.plan = plan
@@ -100,6 +103,8 @@ class SweepController:
         self._status: dict[str, str | None] = {}
         self._records: dict[str, dict[str, Any]] = {}
         self._interrupted = False
+        self.adaptive = adaptive
+        self._adaptive_state: AdaptiveState | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -143,6 +148,8 @@ class SweepController:
     def run(self) -> SweepResult:
         """Run the sweep to the end (resuming what is on disk) and return its result."""
         self._check_plan()
+        if self.adaptive is not None:
+            return self._run_adaptive()
         records = self.store.records()
         planned = {s.run_id for s in self.plan.runs}
         # kept in memory so reporting a finished run does not re-read every record from disk
@@ -187,6 +194,116 @@ class SweepController:
         if self.reporter is not None:
             self.reporter.finish(result, self.store)
         return result
+
+    # -- the adaptive study -----------------------------------------------------------------------
+    def _run_adaptive(self) -> SweepResult:
+        """Successive halving at each chosen size, sizes chosen by interval narrowing per cost (adaptive.py).
+
+        Runs go out in waves: everything the state allows now, then the next decision on the records.
+        """
+        assert self.adaptive is not None
+        cfg = self.adaptive
+        saved = read_json(self.store.root / ADAPTIVE_FILE) or {}
+        if saved.get("config") not in (None, cfg.to_dict()):
+            self.log("adaptive settings changed since the last start: the sizes chosen so far are kept")
+        state = AdaptiveState(self.plan, cfg, chosen=[c for c in saved.get("chosen", [])
+                                                      if c in (self.plan.fractions or self.plan.sizes or [])],
+                              choices=list(saved.get("choices", [])))
+        self._adaptive_state = state
+        root = str(self.store.root)
+        records = self.store.records()
+        self._records = {k: r for k, r in records.items() if k in {s.run_id for s in self.plan.runs}}
+        self._status = {}
+        done = sum(r.get("status") in FINAL for r in records.values())
+        self.log(f"plan (adaptive, target: {cfg.target.describe()}; tolerance {cfg.tolerance}, budget "
+                 f"{cfg.budget} device-s; rungs {[round(r, 4) for r in cfg.rungs]}): candidates {self.plan.summary()}")
+        self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
+        if done:
+            self.log(f"resuming: {done} run rungs already finished")
+        if self.reporter is not None:
+            self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
+        probed = any(r.get("status") == "ok" for r in records.values())
+        try:
+            with self._sigint_flag():
+                while True:
+                    records = self.store.records()
+                    points = self._best_points(state, records)
+                    decision = state.decide(records, root, points, self._spent(state, records))
+                    atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
+                    if decision.done:
+                        self.log(f"adaptive study stopped: {decision.reason}")
+                        break
+                    if self.command is None:
+                        from lightning_scaling.sweep.launcher import script_command
+
+                        self.command = script_command()
+                    if self.probe and not probed:
+                        self._probe()
+                        probed = True
+                    for spec in decision.launch:
+                        self._status.setdefault(spec.run_id, None)
+                    self.log(f"launching {len(decision.launch)} runs: "
+                             + ", ".join(sorted({f'{s.size_label} rung {s.rung}' for s in decision.launch})))
+                    self._loop(decision.launch)
+                    failed = [s.run_id for s in decision.launch
+                              if (self.store.read_record(s.run_id) or {}).get("status") not in (*FINAL, "failed")]
+                    if failed:  # pragma: no cover - _loop writes a failed record for every run that gave up
+                        raise SweepError(f"runs left without a record: {failed}")
+        except KeyboardInterrupt:
+            self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
+            self.launcher.shutdown()
+            self._close_reporter()
+            raise
+        except BaseException:
+            self.launcher.shutdown()
+            self._close_reporter()
+            raise
+        finally:
+            self.launcher.close()
+        records = self.store.records()
+        try:
+            result = self.analyse(self._planned_records())
+            result.adaptive = self._adaptive_summary(state, records)
+            result.save(self.store.root)
+        except BaseException:
+            self._close_reporter()
+            raise
+        a = result.adaptive
+        self.log(f"compute: {a['device_seconds']:.1f} device-seconds spent; the full grid would cost ~"
+                 f"{a['grid_device_seconds_estimate']:.1f} ({a['fraction_of_grid']:.0%})")
+        self.log(f"result: {self.store.result_path}")
+        if self.reporter is not None:
+            self.reporter.finish(result, self.store)
+        return result
+
+    def _study_records(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every rung record of the sizes this adaptive study chose."""
+        chosen = set(state.chosen)
+        return [r for r in records.values() if r.get("run_id") != PROBE_ID
+                and (r.get("fraction") if r.get("fraction") is not None else r.get("size")) in chosen
+                and (r.get("base_id") or r.get("run_id")) in {s.run_id for s in self.plan.runs}]
+
+    def _spent(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> float:
+        return float(sum(device_seconds(r) for r in self._study_records(state, records)))
+
+    def _best_points(self, state: AdaptiveState, records: dict[str, dict[str, Any]]
+                     ) -> tuple[list[float], list[float]] | None:
+        """(sizes, errors) of the best grid point at each completed size: the points the law is fitted to."""
+        planned = {s.run_id for s in self.plan.runs}
+        final = [r for k, r in records.items() if k in planned]
+        if not final:
+            return None
+        res = SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode, bootstrap=0)
+        if not res.best:
+            return None
+        return [b["train_size"] for b in res.best], [b["error"] for b in res.best]
+
+    def _adaptive_summary(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        spent = self._spent(state, records)
+        grid = state.grid_cost(records)
+        return {**state.to_dict(), "device_seconds": spent, "grid_device_seconds_estimate": grid,
+                "fraction_of_grid": spent / grid if grid > 0 else math.nan,
+                "runs": len(self._study_records(state, records))}
 
     def _planned_records(self) -> list[dict[str, Any]]:
         planned = {s.run_id for s in self.plan.runs}
@@ -248,7 +365,7 @@ class SweepController:
 
     def _loop(self, todo: list[RunSpec]) -> None:
         queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
-        total = len(self.plan.runs)
+        total = len(self._status) if self.adaptive is not None else len(self.plan.runs)
         failures: dict[str, list[str]] = {}
         last_beat = time.time()
         while queue or self.launcher.running():
@@ -304,8 +421,11 @@ class SweepController:
 
 
 def _spec_fields(spec: RunSpec) -> dict[str, Any]:
-    return {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
-            "seed": spec.seed, "data_seed": spec.data_seed}
+    out = {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
+           "seed": spec.seed, "data_seed": spec.data_seed}
+    if spec.budget is not None:
+        out.update(base_id=spec.base_id, rung=spec.rung, budget=spec.budget)
+    return out
 
 
 def run_sweep(

@@ -1,0 +1,485 @@
+"""Adaptive scaling study: the decisions, as plain functions of the records (no torch, no Lightning).
+
+The full grid (every data size x grid point x seed, trained to the end) stays the reference. An
+adaptive study answers one question, a *target* (the error at a size, or the data needed for an
+error), and spends compute where it narrows that target's interval most:
+
+* **Model-size search by successive halving.** At each data size every grid point starts on a
+  short budget (rung 0, e.g. a third of the Trainer's epochs). After a rung, grid points are ranked
+  by their mean monitored error over seeds; the best ``ceil(n / eta)`` go on, and so does any other
+  point that is not *clearly* worse than the best (within a margin that grows with the seeds'
+  noise). The others are stopped, with the reason recorded. Survivors continue from the checkpoint
+  their rung wrote, up to the full budget (the last rung), whose record is the run's final record.
+* **Data-size selection.** The study starts with the ``initial`` smallest candidate sizes, fits the
+  law, and then picks the next size by the expected shrinkage of the target's interval per unit of
+  compute (see :func:`expected_width`), until the interval's relative width is at most
+  ``tolerance`` or the next size would exceed ``budget`` device-seconds.
+
+Everything is decided from the records in the sweep folder (and the sizes chosen so far, kept in
+``adaptive.json``), so a restarted study continues where it stopped and never reruns a finished rung.
+
+Run ids: the last rung of a run has the grid run's own id (its record is interchangeable with a full
+grid run's); an earlier rung ``r`` has ``<run_id>_r<r>``, and its checkpoint is
+``checkpoints/<run_id>_r<r>.ckpt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+
+__all__ = [
+    "AdaptiveConfig",
+    "AdaptiveState",
+    "Decision",
+    "Target",
+    "choose_next_size",
+    "device_seconds",
+    "expected_width",
+    "promote",
+    "relative_width",
+    "rung_id",
+]
+
+FINAL = ("ok", "diverged", "failed")
+WIDTH_CAP = 1e3  # an unbounded interval counts as this relative width when comparing candidates
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an adaptive study predicts: ``error_at`` a training-set size, or ``data_needed`` for an error.
+
+    >>> Target.error_at(65536), Target.data_needed(0.05).kind
+    (Target(kind='error_at', value=65536.0), 'data_needed')
+    """
+
+    kind: Literal["error_at", "data_needed"]
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("error_at", "data_needed"):
+            raise ValueError(f"target kind must be 'error_at' or 'data_needed', got {self.kind!r}")
+        if not (isinstance(self.value, int | float) and math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"the target's value must be a positive, finite number, got {self.value!r}")
+        object.__setattr__(self, "value", float(self.value))
+
+    @classmethod
+    def error_at(cls, size: float) -> Target:
+        """The error at ``size`` (in the sweep's size unit, e.g. samples)."""
+        return cls("error_at", size)
+
+    @classmethod
+    def data_needed(cls, error: float) -> Target:
+        """The training-set size at which the error reaches ``error``."""
+        return cls("data_needed", error)
+
+    @classmethod
+    def parse(cls, target: Target | Mapping[str, float] | tuple[str, float]) -> Target:
+        """A :class:`Target` from itself, ``{"error_at": 65536}`` or ``("data_needed", 0.05)``."""
+        if isinstance(target, Target):
+            return target
+        if isinstance(target, Mapping) and len(target) == 1:
+            ((kind, value),) = target.items()
+            return cls(kind, value)  # type: ignore[arg-type]
+        if isinstance(target, tuple) and len(target) == 2:
+            return cls(*target)  # type: ignore[arg-type]
+        raise ValueError(f"target must be Target.error_at(size), Target.data_needed(error), {{'error_at': size}} or "
+                         f"{{'data_needed': error}}, got {target!r}")
+
+    def predict(self, fit: Any) -> Any:
+        """The target's prediction (value, lower, upper) under a ``LearningCurveFit``."""
+        return fit.predict(self.value) if self.kind == "error_at" else fit.data_needed(self.value)
+
+    def describe(self) -> str:
+        return (f"error at size {self.value:g}" if self.kind == "error_at"
+                else f"data needed for error {self.value:g}")
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """Settings of an adaptive study.
+
+    Args:
+        target: what to predict (:class:`Target`).
+        tolerance: stop when the target's interval is at most this wide, relative to its value
+            (``(upper - lower) / value``); ``None``: only the budget stops the study.
+        budget: device-seconds the study may spend (runs' wall time x devices); ``None``: no cap.
+        rungs: the training budget of each rung as a fraction of the full one (the Trainer's
+            ``max_epochs``, or ``max_steps`` when set), increasing and ending at 1.
+        eta: successive halving keeps the best ``ceil(n / eta)`` grid points after each rung.
+        margin: a grid point within ``margin`` (relative) of the best is never stopped.
+        noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
+        initial: number of smallest candidate sizes run before the first fit (at least 4).
+        bootstrap: bootstrap replicates of the fits that choose the next size.
+    """
+
+    target: Target
+    tolerance: float | None = None
+    budget: float | None = None
+    rungs: tuple[float, ...] = (1 / 3, 1.0)
+    eta: float = 3.0
+    margin: float = 0.02
+    noise_z: float = 2.0
+    initial: int = 4
+    bootstrap: int = 200
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", Target.parse(self.target))
+        if self.tolerance is None and self.budget is None:
+            raise ValueError("an adaptive study needs a stopping rule: tolerance= (relative interval width, e.g. 0.2) "
+                             "and/or budget= (device-seconds)")
+        for name in ("tolerance", "budget"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        r = tuple(float(x) for x in self.rungs)
+        if not r or r[-1] != 1.0 or any(not 0 < x <= 1 for x in r) or any(a >= b for a, b in itertools.pairwise(r)):
+            raise ValueError(f"rungs must be increasing fractions of the full training budget ending at 1.0, "
+                             f"e.g. (1/3, 1.0); got {self.rungs!r}")
+        object.__setattr__(self, "rungs", r)
+        if not self.eta > 1:
+            raise ValueError(f"eta must be > 1, got {self.eta!r}")
+        if self.margin < 0 or self.noise_z < 0:
+            raise ValueError("margin and noise_z must be >= 0")
+        if not (isinstance(self.initial, int) and self.initial >= 4):
+            raise ValueError(f"initial must be an integer >= 4 (a law with an interval needs 4 sizes), "
+                             f"got {self.initial!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": {self.target.kind: self.target.value}, "tolerance": self.tolerance, "budget": self.budget,
+                "rungs": list(self.rungs), "eta": self.eta, "margin": self.margin, "noise_z": self.noise_z,
+                "initial": self.initial, "bootstrap": self.bootstrap}
+
+
+def rung_id(run_id: str, rung: int, n_rungs: int) -> str:
+    """The record id of ``rung`` of a run: the run's own id for the last rung, ``<id>_r<rung>`` before it.
+
+    >>> rung_id("f0.25_s0_abc", 0, 2), rung_id("f0.25_s0_abc", 1, 2)
+    ('f0.25_s0_abc_r0', 'f0.25_s0_abc')
+    """
+    return run_id if rung == n_rungs - 1 else f"{run_id}_r{rung}"
+
+
+def device_seconds(record: Mapping[str, Any]) -> float:
+    """Compute a record spent: its wall time x its devices (a CPU slot counts as one device)."""
+    wall = record.get("wall_time_s")
+    if not isinstance(wall, int | float) or not math.isfinite(wall):
+        return 0.0
+    devices = str(record.get("devices") or "")
+    count = len([d for d in devices.split(",") if d.strip()]) or 1
+    return float(wall) * count
+
+
+def relative_width(pred: Any) -> float:
+    """``(upper - lower) / |value|`` of a prediction, ``inf`` when unbounded or undefined."""
+    v, lo, hi = (float(np.asarray(x).ravel()[0]) for x in (pred.value, pred.lower, pred.upper))
+    if not all(math.isfinite(x) for x in (v, lo, hi)) or v == 0:
+        return math.inf
+    return (hi - lo) / abs(v)
+
+
+# -- successive halving ------------------------------------------------------------------------------
+def promote(
+    scores: Mapping[str, Sequence[float]], *, eta: float, margin: float, noise_z: float,
+) -> tuple[list[str], dict[str, str]]:
+    """Which grid points go on to the next rung, and why the others stop.
+
+    ``scores`` maps each grid point to its seeds' errors at the rung (lower is better; a diverged or
+    failed seed is ``inf``). The best ``ceil(n / eta)`` grid points by mean error go on; of the rest,
+    any whose mean is within ``max(margin * best, noise_z * se)`` of the best also goes on, where
+    ``se`` is the standard error of a difference of two means, from the seeds' pooled variance (0
+    with one seed). A point with no finite error is always stopped.
+
+    >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.02,
+    ...                     noise_z=2.0)
+    >>> keep, sorted(why)
+    (['w128'], ['w32', 'w8'])
+    """
+    means = {k: (float(np.mean(v)) if v and all(math.isfinite(x) for x in v) else math.inf)
+             for k, v in scores.items()}
+    ranked = sorted(means, key=lambda k: (means[k], k))
+    finite = [k for k in ranked if math.isfinite(means[k])]
+    if not finite:
+        return [], {k: "no finite error at this rung (diverged or failed)" for k in ranked}
+    best = means[finite[0]]
+    groups = [np.asarray(scores[k], float) for k in finite if len(scores[k]) >= 2]
+    dof = sum(len(g) - 1 for g in groups)
+    pooled = math.sqrt(sum(float(np.sum((g - g.mean()) ** 2)) for g in groups) / dof) if dof else 0.0
+    n_seeds = min(len(scores[k]) for k in finite)
+    se = pooled * math.sqrt(2.0 / n_seeds)
+    slack = max(margin * abs(best), noise_z * se)
+    top = max(1, math.ceil(len(scores) / eta))
+    keep, why = [], {}
+    for rank, k in enumerate(ranked):
+        m = means[k]
+        if not math.isfinite(m):
+            why[k] = "no finite error at this rung (diverged or failed)"
+        elif rank < top or m - best <= slack:
+            keep.append(k)
+        else:
+            why[k] = (f"rank {rank + 1}/{len(ranked)}: mean error {m:.4g} vs best {best:.4g}, worse by "
+                      f"{m - best:.3g} > margin {slack:.3g} (relative {margin:g}, {noise_z:g} x seed s.e. {se:.3g})")
+    return keep, why
+
+
+# -- data-size selection -----------------------------------------------------------------------------
+def _fit(sizes: np.ndarray, errors: np.ndarray, bootstrap: int) -> Any:
+    from lightning_scaling.laws import fit_learning_curve
+
+    return fit_learning_curve(sizes, errors, bootstrap=bootstrap, seed=0)
+
+
+def expected_width(
+    sizes: Sequence[float], errors: Sequence[float], candidate: float, target: Target, *, bootstrap: int = 200,
+    draws: int = 3, seed: int = 0,
+) -> float:
+    """The target's expected relative interval width if one more size, ``candidate``, were measured.
+
+    A simple simulation: the law fitted to the current points predicts the error at ``candidate``;
+    a synthetic point is drawn there with the fit's own scatter (its RMS log residual), the law is
+    refitted with bootstrap intervals, and the target's relative width is averaged over ``draws``
+    such points (widths capped at ``WIDTH_CAP``, so that an unbounded interval still compares).
+    Cheap enough for a handful of candidates (a fit with 200 replicates takes ~0.05 s).
+    """
+    x = np.asarray(sizes, float)
+    y = np.asarray(errors, float)
+    base = _fit(x, y, 0)
+    centre = float(base.predict(candidate).value)
+    scatter = max(float(base.rmsle), 1e-3)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(np.append(x, candidate))
+    widths = []
+    for _ in range(draws):
+        yc = centre * math.exp(float(rng.normal(0.0, scatter)))
+        xs, ys = np.append(x, candidate)[order], np.append(y, yc)[order]
+        try:
+            w = relative_width(target.predict(_fit(xs, ys, bootstrap)))
+        except (ValueError, RuntimeError):
+            w = math.inf
+        widths.append(min(w, WIDTH_CAP))
+    return float(np.mean(widths))
+
+
+def choose_next_size(
+    sizes: Sequence[float], errors: Sequence[float], candidates: Mapping[Any, float], costs: Mapping[Any, float],
+    target: Target, *, bootstrap: int = 200,
+) -> tuple[Any | None, dict[Any, dict[str, float]]]:
+    """The candidate with the largest expected narrowing of the target's interval per unit of cost.
+
+    ``candidates`` maps a size key (fraction or sample count) to its training-set size, ``costs`` the
+    same keys to their expected device-seconds. Returns the key (``None`` when no candidate is
+    expected to narrow the interval) and every candidate's ``width``, ``gain`` and ``score``.
+    """
+    current = min(relative_width(target.predict(_fit(np.asarray(sizes, float), np.asarray(errors, float),
+                                                     bootstrap))), WIDTH_CAP)
+    table: dict[Any, dict[str, float]] = {}
+    for key, m in candidates.items():
+        w = expected_width(sizes, errors, m, target, bootstrap=bootstrap)
+        gain = current - w
+        table[key] = {"size": float(m), "width": w, "gain": gain, "cost": float(costs[key]),
+                      "score": gain / max(float(costs[key]), 1e-9)}
+    useful = [k for k in table if table[k]["gain"] > 0]
+    if not useful:
+        return None, table
+    return max(useful, key=lambda k: table[k]["score"]), table
+
+
+# -- the study's state, rebuilt from records ---------------------------------------------------------
+@dataclass
+class Decision:
+    """What the controller does next: launch ``launch`` (may be empty), or stop when ``done``."""
+
+    launch: list[RunSpec] = field(default_factory=list)
+    done: bool = False
+    reason: str = ""
+
+
+@dataclass
+class AdaptiveState:
+    """The adaptive study's state: sizes chosen so far, rung decisions, compute spent, stop reason.
+
+    Rebuilt from the records and the chosen sizes in ``adaptive.json``; :meth:`decide` is
+    deterministic given them, so a restarted study takes the same decisions again.
+    """
+
+    plan: SweepPlan
+    config: AdaptiveConfig
+    chosen: list[Any] = field(default_factory=list)
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    stopped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stop_reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- the plan's pieces -------------------------------------------------------------------------
+    def amount(self, spec: RunSpec) -> Any:
+        return spec.fraction if spec.fraction is not None else spec.size
+
+    @property
+    def amounts(self) -> list[Any]:
+        """Candidate sizes (fractions or sample counts), smallest first."""
+        return sorted(self.plan.fractions or self.plan.sizes or [])
+
+    def specs_at(self, amount: Any) -> list[RunSpec]:
+        return [s for s in self.plan.runs if self.amount(s) == amount]
+
+    def rung_spec(self, spec: RunSpec, rung: int, root: str) -> RunSpec:
+        """The spec of ``rung`` of a grid run: its budget, the checkpoint it writes, the one it resumes."""
+        n = len(self.config.rungs)
+        ckpt = f"{root}/checkpoints/{spec.run_id}_r{{}}.ckpt"
+        return replace(spec, run_id=rung_id(spec.run_id, rung, n), base_id=spec.run_id, rung=rung,
+                       budget=self.config.rungs[rung],
+                       save_checkpoint=ckpt.format(rung) if rung < n - 1 else None,
+                       resume_from=ckpt.format(rung - 1) if rung > 0 else None)
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def size_progress(self, amount: Any, records: Mapping[str, Mapping[str, Any]], root: str
+                      ) -> tuple[list[RunSpec], bool]:
+        """Runs to launch now at one size (successive halving), and whether the size is complete."""
+        n = len(self.config.rungs)
+        specs = self.specs_at(amount)
+        alive = {json_key(s.params) for s in specs}
+        for rung in range(n):
+            todo = [self.rung_spec(s, rung, root) for s in specs if json_key(s.params) in alive]
+            todo_left = [t for t in todo if (records.get(t.run_id) or {}).get("status") not in FINAL]
+            if todo_left:
+                return todo_left, False
+            if rung == n - 1:
+                return [], True
+            scores: dict[str, list[float]] = {}
+            for t in todo:
+                rec = records[t.run_id]
+                v = rec.get("best_value") if rec.get("status") == "ok" else None
+                ok = isinstance(v, int | float) and math.isfinite(v)
+                err = (1.0 - float(v) if self.plan.mode == "max" else float(v)) if ok else math.inf
+                scores.setdefault(json_key(t.params), []).append(err)
+            keep, why = promote(scores, eta=self.config.eta, margin=self.config.margin, noise_z=self.config.noise_z)
+            for k, reason in why.items():
+                self.stopped[f"{amount}|{k}"] = {"size": amount, "params": k, "rung": rung,
+                                                 "budget": self.config.rungs[rung], "reason": reason}
+            alive = set(keep)
+        return [], True  # pragma: no cover - the loop returns at the last rung
+
+    def decide(self, records: Mapping[str, Mapping[str, Any]], root: str,
+               fit_points: tuple[list[float], list[float]] | None, spent: float) -> Decision:
+        """The next step: runs to launch, or stop (with the reason).
+
+        ``fit_points`` are the (sizes, errors) of the best model at each completed size, in the
+        sweep's unit, as the result would fit them; ``spent`` is the device-seconds spent so far.
+        """
+        cfg = self.config
+        if not self.chosen:
+            self.chosen = self.amounts[: cfg.initial]
+        launch: list[RunSpec] = []
+        for a in self.chosen:
+            todo, _ = self.size_progress(a, records, root)
+            launch += todo
+        if launch:
+            return Decision(launch=launch)
+        if self.stop_reason:
+            return Decision(done=True, reason=self.stop_reason)
+        assert fit_points is not None
+        sizes, errors = fit_points
+        fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), cfg.bootstrap)
+        pred = cfg.target.predict(fit)
+        width = relative_width(pred)
+        self.history.append({"sizes_run": list(self.chosen), "width": width, "spent_s": spent,
+                             "value": float(np.asarray(pred.value).ravel()[0])})
+        if cfg.tolerance is not None and width <= cfg.tolerance:
+            return self._stop(f"tolerance met: the {cfg.target.describe()} has relative interval width "
+                              f"{width:.3g} <= {cfg.tolerance:g}")
+        if cfg.budget is not None and spent >= cfg.budget:
+            return self._stop(f"budget spent: {spent:.1f} of {cfg.budget:g} device-seconds "
+                              f"(interval width {width:.3g})")
+        left = [a for a in self.amounts if a not in self.chosen]
+        if not left:
+            return self._stop(f"every candidate size has been run (interval width {width:.3g})")
+        costs = {a: self.expected_cost(a, records) for a in left}
+        if cfg.budget is not None:
+            affordable = {a: c for a, c in costs.items() if spent + c <= cfg.budget}
+            if not affordable:
+                cheapest = min(costs.values())
+                return self._stop(f"budget: the cheapest remaining size would cost ~{cheapest:.1f} device-seconds, "
+                                  f"{spent:.1f} of {cfg.budget:g} are spent (interval width {width:.3g})")
+            costs = affordable
+        train = self.train_sizes(records)
+        candidates = {a: train.get(a, self._guess_train_size(a, train)) for a in costs}
+        best, table = choose_next_size(sizes, errors, candidates, costs, cfg.target, bootstrap=cfg.bootstrap)
+        self.choices.append({"after": list(self.chosen), "width": width,
+                             "candidates": {str(k): v for k, v in table.items()}, "chosen": best})
+        if best is None:
+            return self._stop(f"no remaining size is expected to narrow the interval (width {width:.3g})")
+        self.chosen.append(best)
+        return self.decide(records, root, fit_points, spent)
+
+    def _stop(self, reason: str) -> Decision:
+        self.stop_reason = reason
+        return Decision(done=True, reason=reason)
+
+    # -- costs ---------------------------------------------------------------------------------------
+    def train_sizes(self, records: Mapping[str, Mapping[str, Any]]) -> dict[Any, float]:
+        out: dict[Any, float] = {}
+        for r in records.values():
+            a = r.get("fraction") if r.get("fraction") is not None else r.get("size")
+            if isinstance(r.get("train_size"), int | float):
+                out[a] = float(r["train_size"])
+        return out
+
+    def _guess_train_size(self, amount: Any, known: Mapping[Any, float]) -> float:
+        if self.plan.sizes:
+            return float(amount)
+        per_fraction = [v / k for k, v in known.items() if isinstance(k, int | float) and k]
+        return float(amount) * (float(np.mean(per_fraction)) if per_fraction else 1.0)
+
+    def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
+        """Device-seconds of one run as ``a + b * budget * train_size``, least squares on the records."""
+        pts = [(float(r.get("budget") or 1.0) * float(r["train_size"]), device_seconds(r))
+               for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
+        if not pts:
+            return 0.0, 1.0
+        u, t = np.array(pts).T
+        if len(set(u.tolist())) < 2:
+            return 0.0, float(np.mean(t / np.maximum(u, 1e-12)))
+        b, a = np.polyfit(u, t, 1)
+        if a < 0 or b < 0:
+            b, a = max(float(np.sum(u * t) / np.sum(u * u)), 0.0), 0.0
+        return float(max(a, 0.0)), float(max(b, 0.0))
+
+    def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Expected device-seconds of one size under successive halving (no point stopped early: the top
+        ``ceil(n / eta)`` grid points per rung, every seed), from the cost model."""
+        a, b = self.cost_model(records)
+        train = self.train_sizes(records)
+        m = train.get(amount, self._guess_train_size(amount, train))
+        alive = len(self.plan.grid_points)
+        seeds = len(self.plan.seeds)
+        total, prev = 0.0, 0.0
+        for _rung, frac in enumerate(self.config.rungs):
+            total += alive * seeds * (a + b * (frac - prev) * m)
+            prev = frac
+            alive = max(1, math.ceil(alive / self.config.eta))
+        return total
+
+    def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Estimated device-seconds of the full grid (every planned run at the full budget)."""
+        a, b = self.cost_model(records)
+        train = self.train_sizes(records)
+        return float(sum(a + b * train.get(self.amount(s), self._guess_train_size(self.amount(s), train))
+                         for s in self.plan.runs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "chosen": self.chosen, "stop_reason": self.stop_reason,
+                "stopped": list(self.stopped.values()), "choices": self.choices, "history": self.history}
+
+
+def json_key(params: Mapping[str, Any]) -> str:
+    """A grid point as a stable string key."""
+    import json
+
+    return json.dumps(dict(sorted(params.items())), sort_keys=True)
