@@ -12,8 +12,9 @@ error), and spends compute where it narrows that target's interval most:
   their rung wrote, up to the full budget (the last rung), whose record is the run's final record.
 * **Data-size selection.** The study starts with the ``initial`` smallest candidate sizes, fits the
   law, and then picks the next size by the expected shrinkage of the target's interval per unit of
-  compute (see :func:`expected_width`), until the interval's relative width is at most
-  ``tolerance`` or the next size would exceed ``budget`` device-seconds.
+  compute (a delta-method estimate, :func:`width_ratio`, over the size's expected cost), until the
+  interval's relative width is at most ``tolerance`` or the next size would exceed ``budget``
+  device-seconds.
 
 Everything is decided from the records in the sweep folder (and the sizes chosen so far, kept in
 ``adaptive.json``), so a restarted study continues where it stopped and never reruns a finished rung.
@@ -46,6 +47,7 @@ __all__ = [
     "promote",
     "relative_width",
     "rung_id",
+    "width_ratio",
 ]
 
 FINAL = ("ok", "diverged", "failed")
@@ -236,35 +238,61 @@ def _fit(sizes: np.ndarray, errors: np.ndarray, bootstrap: int) -> Any:
     return fit_learning_curve(sizes, errors, bootstrap=bootstrap, seed=0)
 
 
+def _grad(fn: Any, theta: np.ndarray) -> np.ndarray:
+    """Central finite differences of a scalar function of the law's parameters."""
+    out = np.empty_like(theta)
+    for i in range(len(theta)):
+        h = 1e-5 * max(abs(float(theta[i])), 1e-3)
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        out[i] = (fn(up) - fn(down)) / (2 * h)
+    return out
+
+
+def _target_log(fit: Any, target: Target, theta: np.ndarray) -> float:
+    if target.kind == "error_at":
+        return float(fit.form.log_predict(theta, np.array([target.value]))[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.log(fit.form.size_for(theta, target.value)[0]))
+
+
+def width_ratio(fit: Any, candidate: float, target: Target) -> float:
+    """How much one more point at size ``candidate`` is expected to narrow the target's interval.
+
+    A delta-method (Fisher information) approximation around the current fit: with ``J`` the
+    Jacobian of the log error at the fitted sizes with respect to the law's parameters and ``g``
+    the gradient of the log target, the target's variance is proportional to
+    ``g^T (J^T J)^-1 g`` (the noise level cancels in the ratio); a point at ``candidate`` adds the
+    row ``j(candidate)`` to ``J``. Returns ``sqrt(var_after / var_now)`` (1: no narrowing). A target
+    the fit cannot reach (data needed below the floor) is replaced by the error at ``candidate``
+    extrapolated from it, the nearest question the fit can answer.
+    """
+    theta = np.array([fit.params[k] for k in fit.form.params], float)
+    xs = np.asarray(fit.sizes[fit.start_index:], float)
+    rows = np.array([_grad(lambda t, x=x: float(fit.form.log_predict(t, np.array([x]))[0]), theta) for x in xs])
+    g = _grad(lambda t: _target_log(fit, target, t), theta)
+    if not np.all(np.isfinite(g)):
+        g = _grad(lambda t: float(fit.form.log_predict(t, np.array([candidate]))[0]), theta)
+    j = _grad(lambda t: float(fit.form.log_predict(t, np.array([candidate]))[0]), theta)
+    info = rows.T @ rows
+    scale = np.maximum(np.sqrt(np.diag(info)), 1e-12)  # precondition: parameters differ by orders of magnitude
+    d = np.diag(1.0 / scale)
+    v_now = float(g @ d @ np.linalg.pinv(d @ info @ d) @ d @ g)
+    v_new = float(g @ d @ np.linalg.pinv(d @ (info + np.outer(j, j)) @ d) @ d @ g)
+    if not (math.isfinite(v_now) and math.isfinite(v_new)) or v_now <= 0:
+        return 1.0
+    return float(math.sqrt(max(v_new, 0.0) / v_now))
+
+
 def expected_width(
     sizes: Sequence[float], errors: Sequence[float], candidate: float, target: Target, *, bootstrap: int = 200,
-    draws: int = 3, seed: int = 0,
 ) -> float:
-    """The target's expected relative interval width if one more size, ``candidate``, were measured.
-
-    A simple simulation: the law fitted to the current points predicts the error at ``candidate``;
-    a synthetic point is drawn there with the fit's own scatter (its RMS log residual), the law is
-    refitted with bootstrap intervals, and the target's relative width is averaged over ``draws``
-    such points (widths capped at ``WIDTH_CAP``, so that an unbounded interval still compares).
-    Cheap enough for a handful of candidates (a fit with 200 replicates takes ~0.05 s).
-    """
-    x = np.asarray(sizes, float)
-    y = np.asarray(errors, float)
-    base = _fit(x, y, 0)
-    centre = float(base.predict(candidate).value)
-    scatter = max(float(base.rmsle), 1e-3)
-    rng = np.random.default_rng(seed)
-    order = np.argsort(np.append(x, candidate))
-    widths = []
-    for _ in range(draws):
-        yc = centre * math.exp(float(rng.normal(0.0, scatter)))
-        xs, ys = np.append(x, candidate)[order], np.append(y, yc)[order]
-        try:
-            w = relative_width(target.predict(_fit(xs, ys, bootstrap)))
-        except (ValueError, RuntimeError):
-            w = math.inf
-        widths.append(min(w, WIDTH_CAP))
-    return float(np.mean(widths))
+    """The target's expected relative interval width if one more size, ``candidate``, were measured:
+    the current bootstrap width (capped at ``WIDTH_CAP``) times :func:`width_ratio`."""
+    fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), bootstrap)
+    now = min(relative_width(target.predict(fit)), WIDTH_CAP)
+    return now * width_ratio(fit, candidate, target)
 
 
 def choose_next_size(
@@ -274,18 +302,20 @@ def choose_next_size(
     """The candidate with the largest expected narrowing of the target's interval per unit of cost.
 
     ``candidates`` maps a size key (fraction or sample count) to its training-set size, ``costs`` the
-    same keys to their expected device-seconds. Returns the key (``None`` when no candidate is
-    expected to narrow the interval) and every candidate's ``width``, ``gain`` and ``score``.
+    same keys to their expected device-seconds. The expected narrowing is the current bootstrap
+    width times ``1 -`` :func:`width_ratio`; the score divides it by the cost. Returns the key
+    (``None`` when no candidate is expected to narrow the interval) and every candidate's
+    ``width``, ``gain``, ``cost`` and ``score``.
     """
-    current = min(relative_width(target.predict(_fit(np.asarray(sizes, float), np.asarray(errors, float),
-                                                     bootstrap))), WIDTH_CAP)
+    fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), bootstrap)
+    current = min(relative_width(target.predict(fit)), WIDTH_CAP)
     table: dict[Any, dict[str, float]] = {}
     for key, m in candidates.items():
-        w = expected_width(sizes, errors, m, target, bootstrap=bootstrap)
+        w = current * width_ratio(fit, m, target)
         gain = current - w
         table[key] = {"size": float(m), "width": w, "gain": gain, "cost": float(costs[key]),
                       "score": gain / max(float(costs[key]), 1e-9)}
-    useful = [k for k in table if table[k]["gain"] > 0]
+    useful = [k for k in table if table[k]["gain"] > 1e-12]
     if not useful:
         return None, table
     return max(useful, key=lambda k: table[k]["score"]), table
@@ -473,9 +503,43 @@ class AdaptiveState:
         return float(sum(a + b * train.get(self.amount(s), self._guess_train_size(self.amount(s), train))
                          for s in self.plan.runs))
 
+    # -- records ---------------------------------------------------------------------------------
+    def study_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Every rung record of the sizes this study chose (the probe and other studies' records left out)."""
+        planned = {s.run_id for s in self.plan.runs}
+        chosen = set(self.chosen)
+        return [r for r in records.values()
+                if (r.get("fraction") if r.get("fraction") is not None else r.get("size")) in chosen
+                and (r.get("base_id") or r.get("run_id")) in planned]
+
+    def spent(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Device-seconds spent so far: every rung of every run, finished or failed."""
+        return float(sum(device_seconds(r) for r in self.study_records(records)))
+
+    def best_points(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[list[float], list[float]] | None:
+        """(sizes, errors) of the best grid point at each size with final records, as the result fits them."""
+        from lightning_scaling.sweep.result import SweepResult
+
+        planned = {s.run_id for s in self.plan.runs}
+        final = [r for k, r in records.items() if k in planned]
+        if not final:
+            return None
+        res = SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode, bootstrap=0)
+        if not res.best:
+            return None
+        return [b["train_size"] for b in res.best], [b["error"] for b in res.best]
+
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "chosen": self.chosen, "stop_reason": self.stop_reason,
                 "stopped": list(self.stopped.values()), "choices": self.choices, "history": self.history}
+
+    def summary(self, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """:meth:`to_dict` with the compute spent and the full grid's estimated cost (``adaptive.json``)."""
+        spent = self.spent(records)
+        grid = self.grid_cost(records)
+        return {**self.to_dict(), "device_seconds": spent, "grid_device_seconds_estimate": grid,
+                "fraction_of_grid": spent / grid if grid > 0 else math.nan,
+                "runs": len(self.study_records(records))}
 
 
 def json_key(params: Mapping[str, Any]) -> str:

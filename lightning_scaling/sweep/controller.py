@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, device_seconds
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
@@ -227,8 +227,7 @@ class SweepController:
             with self._sigint_flag():
                 while True:
                     records = self.store.records()
-                    points = self._best_points(state, records)
-                    decision = state.decide(records, root, points, self._spent(state, records))
+                    decision = state.decide(records, root, state.best_points(records), state.spent(records))
                     atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
                     if decision.done:
                         self.log(f"adaptive study stopped: {decision.reason}")
@@ -276,34 +275,8 @@ class SweepController:
             self.reporter.finish(result, self.store)
         return result
 
-    def _study_records(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Every rung record of the sizes this adaptive study chose."""
-        chosen = set(state.chosen)
-        return [r for r in records.values() if r.get("run_id") != PROBE_ID
-                and (r.get("fraction") if r.get("fraction") is not None else r.get("size")) in chosen
-                and (r.get("base_id") or r.get("run_id")) in {s.run_id for s in self.plan.runs}]
-
-    def _spent(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> float:
-        return float(sum(device_seconds(r) for r in self._study_records(state, records)))
-
-    def _best_points(self, state: AdaptiveState, records: dict[str, dict[str, Any]]
-                     ) -> tuple[list[float], list[float]] | None:
-        """(sizes, errors) of the best grid point at each completed size: the points the law is fitted to."""
-        planned = {s.run_id for s in self.plan.runs}
-        final = [r for k, r in records.items() if k in planned]
-        if not final:
-            return None
-        res = SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode, bootstrap=0)
-        if not res.best:
-            return None
-        return [b["train_size"] for b in res.best], [b["error"] for b in res.best]
-
     def _adaptive_summary(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        spent = self._spent(state, records)
-        grid = state.grid_cost(records)
-        return {**state.to_dict(), "device_seconds": spent, "grid_device_seconds_estimate": grid,
-                "fraction_of_grid": spent / grid if grid > 0 else math.nan,
-                "runs": len(self._study_records(state, records))}
+        return state.summary(records)
 
     def _planned_records(self) -> list[dict[str, Any]]:
         planned = {s.run_id for s in self.plan.runs}
