@@ -469,7 +469,13 @@ class AdaptiveState:
 
     def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
         """Device-seconds of one run as ``a + b * budget * train_size``, least squares on the records."""
-        pts = [(float(r.get("budget") or 1.0) * float(r["train_size"]), device_seconds(r))
+        def trained(r: Mapping[str, Any]) -> float:  # the share of the full budget this record trained
+            rung, budget = r.get("rung"), float(r.get("budget") or 1.0)
+            if r.get("resumed_from") and isinstance(rung, int) and 0 < rung <= len(self.config.rungs):
+                return budget - self.config.rungs[rung - 1]
+            return budget
+
+        pts = [(trained(r) * float(r["train_size"]), device_seconds(r))
                for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
         if not pts:
             return 0.0, 1.0
@@ -481,19 +487,34 @@ class AdaptiveState:
             b, a = max(float(np.sum(u * t) / np.sum(u * u)), 0.0), 0.0
         return float(max(a, 0.0)), float(max(b, 0.0))
 
+    def survivors(self, rung: int, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Grid points expected to run ``rung``: the mean over the sizes that reached it, else
+        ``ceil(n / eta)`` per earlier rung."""
+        n = len(self.config.rungs)
+        counts = []
+        for a in self.chosen:
+            ids = {rung_id(s.run_id, rung, n) for s in self.specs_at(a)}
+            points = {json_key(records[i].get("params") or {}) for i in ids if i in records}
+            if points:
+                counts.append(len(points))
+        if counts:
+            return float(np.mean(counts))
+        alive = len(self.plan.grid_points)
+        for _ in range(rung):
+            alive = max(1, math.ceil(alive / self.config.eta))
+        return float(alive)
+
     def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
-        """Expected device-seconds of one size under successive halving (no point stopped early: the top
-        ``ceil(n / eta)`` grid points per rung, every seed), from the cost model."""
+        """Expected device-seconds of one size under successive halving, from the cost model and the
+        survivors per rung seen so far (every seed; a continued rung pays only its extra budget)."""
         a, b = self.cost_model(records)
         train = self.train_sizes(records)
         m = train.get(amount, self._guess_train_size(amount, train))
-        alive = len(self.plan.grid_points)
         seeds = len(self.plan.seeds)
         total, prev = 0.0, 0.0
-        for _rung, frac in enumerate(self.config.rungs):
-            total += alive * seeds * (a + b * (frac - prev) * m)
+        for rung, frac in enumerate(self.config.rungs):
+            total += self.survivors(rung, records) * seeds * (a + b * (frac - prev) * m)
             prev = frac
-            alive = max(1, math.ceil(alive / self.config.eta))
         return total
 
     def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
@@ -421,6 +421,13 @@ def run_sweep(
     reporter: WandbReporter | None = None,
     bootstrap: int = 1000,
     launcher: Launcher | str | None = None,
+    strategy: str = "grid",
+    target: Target | dict[str, float] | None = None,
+    tolerance: float | None = None,
+    budget: float | None = None,
+    rungs: Sequence[float] = (1 / 3, 1.0),
+    eta: float = 3.0,
+    initial_sizes: int = 4,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -428,7 +435,9 @@ def run_sweep(
     Trainer (inside a run the callback only applies the run's data size, grid values and seed).
     The arguments mean what they mean for ``ScalingSweep``; ``reporter`` (a
     :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process; ``launcher``
-    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute.
+    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute;
+    ``strategy="adaptive"`` with ``target``, ``tolerance`` and/or ``budget`` runs an adaptive study
+    (:mod:`lightning_scaling.sweep.adaptive`).
 
     Example::
 
@@ -441,6 +450,14 @@ def run_sweep(
         raise FileNotFoundError(f"script {script!r} not found; pass the path of the training script")
     plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
                            data_seed=data_seed)
+    if strategy not in ("grid", "adaptive"):
+        raise ValueError(f"strategy must be 'grid' or 'adaptive', got {strategy!r}")
+    adaptive = None
+    if strategy == "adaptive":
+        if target is None:
+            raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or Target.data_needed(error)")
+        adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
+                                  rungs=tuple(rungs), eta=eta, initial=initial_sizes)
     dotted = any("." in k for k in plan.grid)
     live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
 
@@ -452,6 +469,6 @@ def run_sweep(
         plan, SweepStore(sweep_dir), launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
         command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
         cli_overrides=dotted if cli_overrides is None else cli_overrides, analyse=analyse(bootstrap),
-        live_analyse=analyse(live), reporter=reporter,
+        live_analyse=analyse(live), reporter=reporter, adaptive=adaptive,
     )
     return controller.run()
