@@ -1,16 +1,16 @@
 """The adaptive study against the paper's full grid, answering the same two questions, in one run.
 
-Task (``benchmarks/adaptive_task.py``): teacher-student classification, an MLP of width 4/16/64
-(the grid; width 4 is clearly worse), 2 seeds, a fixed number of epochs (a run's cost grows with
-its data size). The full data is 65,536 samples; both studies may only use sizes up to a quarter
-of it (candidates 256 .. 16,384, geometric).
+Task (``benchmarks/adaptive_task.py``): teacher-student classification, an MLP of width 2/16/64
+(the grid; width 2 is clearly worse), 2 seeds, a fixed number of epochs (a run's cost grows with
+its data size). The full data is 32,768 samples; both studies may only use sizes up to a quarter
+of it (candidates 128 .. 8,192, geometric).
 
 1. Grid: every candidate size x width x seed, to the end (the reference); its law predicts the
    error at the full data and the data needed for a target error. The same sweep also trains every
    width at the full data (the *measured truth*; not counted in the grid's compute, not fitted).
 2. Adaptive, question 1: ``target=Target.error_at(65536)``; question 2:
    ``target=Target.data_needed(e)`` with ``e`` the measured full-data error (so the true answer is
-   ~65,536). Each with ``tolerance=0.1`` and ``budget=`` a quarter of the grid's measured
+   ~32,768). Each with ``tolerance=0.1`` and ``budget=`` a quarter of the grid's measured
    device-seconds: a compute cap a user would state.
 
 Prints device-seconds of each (sum of run wall times x devices, from the records), the ratio,
@@ -38,9 +38,9 @@ from lightning_scaling.sweep.adaptive import device_seconds  # noqa: E402
 from lightning_scaling.sweep.result import SweepResult  # noqa: E402
 from lightning_scaling.sweep.store import SweepStore  # noqa: E402
 
-N_FULL = 65536
-CANDIDATES = [256, 512, 1024, 2048, 4096, 8192, 16384]
-GRID = {"hidden": [4, 16, 64]}
+N_FULL = 32768
+CANDIDATES = [128, 256, 512, 1024, 2048, 4096, 8192]
+GRID = {"hidden": [2, 16, 64]}
 SEEDS = 2
 
 
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"folders: {root}")
 
 
-EPOCHS_NOTE = "60 epochs per run (cost grows with data size)"
+EPOCHS_NOTE = "15 epochs per run (cost grows with data size)"
 
 if __name__ == "__main__":
     main()

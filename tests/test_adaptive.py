@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from lightning_scaling.laws import fit_learning_curve
 from lightning_scaling.sweep.adaptive import (
     AdaptiveConfig,
     AdaptiveState,
@@ -20,7 +21,9 @@ from lightning_scaling.sweep.adaptive import (
     device_seconds,
     expected_width,
     promote,
+    relative_width,
     rung_id,
+    width_ratio,
 )
 from lightning_scaling.sweep.plan import SweepPlan
 
@@ -62,7 +65,7 @@ def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, max_waves: int = 1
     state = AdaptiveState(plan, cfg, chosen=list(chosen or []))
     launched = []
     for _ in range(max_waves):
-        d = state.decide(records, ROOT, state.best_points(records), state.spent(records))
+        d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records))
         if d.done:
             return state, records, launched, d
         launched += [s.run_id for s in d.launch]
@@ -119,11 +122,13 @@ def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints
 
 # -- data-size selection ------------------------------------------------------------------------------
 def test_expected_width_shrinks_more_for_a_larger_size():
-    m = np.array([125.0, 250, 500, 1000])
-    y = 2.0 * m**-0.36 + 0.02
-    y = y * np.exp(np.random.default_rng(0).normal(0, 0.01, m.size))
+    m = np.array([125.0, 250, 500, 1000, 2000])
+    rng = np.random.default_rng(0)
+    y = (2.0 * m**-0.36 + 0.02)[:, None] * np.exp(rng.normal(0, 0.02, (m.size, 2)))
+    fit = fit_learning_curve(m, y, bootstrap=200)
     t = Target.error_at(64000)
-    assert expected_width(m, y, 16000, t) < expected_width(m, y, 2000, t)
+    assert expected_width(fit, 16000, t) < expected_width(fit, 4000, t) < relative_width(t.predict(fit))
+    assert 0 < width_ratio(fit, 16000, t) < width_ratio(fit, 4000, t) < 1
 
 
 def test_size_selection_stops_on_tolerance():

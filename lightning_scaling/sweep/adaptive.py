@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -119,7 +119,7 @@ class AdaptiveConfig:
         margin: a grid point within ``margin`` (relative) of the best is never stopped.
         noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
         initial: number of smallest candidate sizes run before the first fit (at least 4).
-        bootstrap: bootstrap replicates of the fits that choose the next size.
+        bootstrap: bootstrap replicates of the fits that decide (the controller uses the result's own fit).
     """
 
     target: Target
@@ -232,12 +232,6 @@ def promote(
 
 
 # -- data-size selection -----------------------------------------------------------------------------
-def _fit(sizes: np.ndarray, errors: np.ndarray, bootstrap: int) -> Any:
-    from lightning_scaling.laws import fit_learning_curve
-
-    return fit_learning_curve(sizes, errors, bootstrap=bootstrap, seed=0)
-
-
 def _grad(fn: Any, theta: np.ndarray) -> np.ndarray:
     """Central finite differences of a scalar function of the law's parameters."""
     out = np.empty_like(theta)
@@ -285,29 +279,25 @@ def width_ratio(fit: Any, candidate: float, target: Target) -> float:
     return float(math.sqrt(max(v_new, 0.0) / v_now))
 
 
-def expected_width(
-    sizes: Sequence[float], errors: Sequence[float], candidate: float, target: Target, *, bootstrap: int = 200,
-) -> float:
+def expected_width(fit: Any, candidate: float, target: Target) -> float:
     """The target's expected relative interval width if one more size, ``candidate``, were measured:
-    the current bootstrap width (capped at ``WIDTH_CAP``) times :func:`width_ratio`."""
-    fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), bootstrap)
+    the fit's bootstrap width (capped at ``WIDTH_CAP``) times :func:`width_ratio`."""
     now = min(relative_width(target.predict(fit)), WIDTH_CAP)
     return now * width_ratio(fit, candidate, target)
 
 
 def choose_next_size(
-    sizes: Sequence[float], errors: Sequence[float], candidates: Mapping[Any, float], costs: Mapping[Any, float],
-    target: Target, *, bootstrap: int = 200,
+    fit: Any, candidates: Mapping[Any, float], costs: Mapping[Any, float], target: Target,
 ) -> tuple[Any | None, dict[Any, dict[str, float]]]:
     """The candidate with the largest expected narrowing of the target's interval per unit of cost.
 
-    ``candidates`` maps a size key (fraction or sample count) to its training-set size, ``costs`` the
-    same keys to their expected device-seconds. The expected narrowing is the current bootstrap
-    width times ``1 -`` :func:`width_ratio`; the score divides it by the cost. Returns the key
-    (``None`` when no candidate is expected to narrow the interval) and every candidate's
-    ``width``, ``gain``, ``cost`` and ``score``.
+    ``fit`` is the current law (a ``LearningCurveFit`` with bootstrap replicates); ``candidates``
+    maps a size key (fraction or sample count) to its training-set size, ``costs`` the same keys to
+    their expected device-seconds. The expected narrowing is the current bootstrap width times
+    ``1 -`` :func:`width_ratio`; the score divides it by the cost. Returns the key (``None`` when no
+    candidate is expected to narrow the interval) and every candidate's ``width``, ``gain``,
+    ``cost`` and ``score``.
     """
-    fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), bootstrap)
     current = min(relative_width(target.predict(fit)), WIDTH_CAP)
     table: dict[Any, dict[str, float]] = {}
     for key, m in candidates.items():
@@ -396,12 +386,14 @@ class AdaptiveState:
             alive = set(keep)
         return [], True  # pragma: no cover - the loop returns at the last rung
 
-    def decide(self, records: Mapping[str, Mapping[str, Any]], root: str,
-               fit_points: tuple[list[float], list[float]] | None, spent: float) -> Decision:
+    def decide(self, records: Mapping[str, Mapping[str, Any]], root: str, law: Any | Callable[[], Any],
+               spent: float) -> Decision:
         """The next step: runs to launch, or stop (with the reason).
 
-        ``fit_points`` are the (sizes, errors) of the best model at each completed size, in the
-        sweep's unit, as the result would fit them; ``spent`` is the device-seconds spent so far.
+        ``law`` is the current law (the result's ``LearningCurveFit`` of the best model per size, with
+        its bootstrap replicates: the decisions use the same fit and interval that are reported), or
+        a callable computing it (called only when a decision needs it); ``spent`` is the
+        device-seconds spent so far.
         """
         cfg = self.config
         if not self.chosen:
@@ -414,9 +406,9 @@ class AdaptiveState:
             return Decision(launch=launch)
         if self.stop_reason:
             return Decision(done=True, reason=self.stop_reason)
-        assert fit_points is not None
-        sizes, errors = fit_points
-        fit = _fit(np.asarray(sizes, float), np.asarray(errors, float), cfg.bootstrap)
+        fit = law() if callable(law) else law
+        if fit is None:
+            return self._stop("no law could be fitted to the sizes run (see the result's notes)")
         pred = cfg.target.predict(fit)
         width = relative_width(pred)
         self.history.append({"sizes_run": list(self.chosen), "width": width, "spent_s": spent,
@@ -440,13 +432,13 @@ class AdaptiveState:
             costs = affordable
         train = self.train_sizes(records)
         candidates = {a: train.get(a, self._guess_train_size(a, train)) for a in costs}
-        best, table = choose_next_size(sizes, errors, candidates, costs, cfg.target, bootstrap=cfg.bootstrap)
+        best, table = choose_next_size(fit, candidates, costs, cfg.target)
         self.choices.append({"after": list(self.chosen), "width": width,
                              "candidates": {str(k): v for k, v in table.items()}, "chosen": best})
         if best is None:
             return self._stop(f"no remaining size is expected to narrow the interval (width {width:.3g})")
         self.chosen.append(best)
-        return self.decide(records, root, fit_points, spent)
+        return self.decide(records, root, fit, spent)
 
     def _stop(self, reason: str) -> Decision:
         self.stop_reason = reason
@@ -537,18 +529,20 @@ class AdaptiveState:
         """Device-seconds spent so far: every rung of every run, finished or failed."""
         return float(sum(device_seconds(r) for r in self.study_records(records)))
 
-    def best_points(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[list[float], list[float]] | None:
-        """(sizes, errors) of the best grid point at each size with final records, as the result fits them."""
+    def final_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The records the law is fitted to: every run's last rung (the grid run's own id)."""
+        planned = {s.run_id for s in self.plan.runs}
+        return [r for k, r in records.items() if k in planned]
+
+    def law(self, records: Mapping[str, Mapping[str, Any]]) -> Any:
+        """The law of the best model per size, fitted as the result fits it (``config.bootstrap`` replicates)."""
         from lightning_scaling.sweep.result import SweepResult
 
-        planned = {s.run_id for s in self.plan.runs}
-        final = [r for k, r in records.items() if k in planned]
+        final = self.final_records(records)
         if not final:
             return None
-        res = SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode, bootstrap=0)
-        if not res.best:
-            return None
-        return [b["train_size"] for b in res.best], [b["error"] for b in res.best]
+        return SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode,
+                                        bootstrap=self.config.bootstrap).law
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "chosen": self.chosen, "stop_reason": self.stop_reason,

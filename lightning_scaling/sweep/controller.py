@@ -227,7 +227,9 @@ class SweepController:
             with self._sigint_flag():
                 while True:
                     records = self.store.records()
-                    decision = state.decide(records, root, state.best_points(records), state.spent(records))
+                    # the result's own fit: the interval decided on is the one reported
+                    decision = state.decide(records, root, lambda recs=records: self._law(state, recs),
+                                            state.spent(records))
                     atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
                     if decision.done:
                         self.log(f"adaptive study stopped: {decision.reason}")
@@ -274,6 +276,10 @@ class SweepController:
         if self.reporter is not None:
             self.reporter.finish(result, self.store)
         return result
+
+    def _law(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> Any:
+        final = state.final_records(records)
+        return self.analyse([dict(r) for r in final]).law if final else None
 
     def _adaptive_summary(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return state.summary(records)
