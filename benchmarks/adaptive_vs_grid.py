@@ -10,8 +10,8 @@ of it (candidates 128 .. 8,192, geometric).
    width at the full data (the *measured truth*; not counted in the grid's compute, not fitted).
 2. Adaptive, question 1: ``target=Target.error_at(65536)``; question 2:
    ``target=Target.data_needed(e)`` with ``e`` the measured full-data error (so the true answer is
-   ~32,768). Each with ``tolerance=0.1`` and ``budget=`` a quarter of the grid's measured
-   device-seconds: a compute cap a user would state.
+   ~32,768). Each with ``tolerance=0.1`` and ``budget=`` a share of the grid's measured
+   device-seconds (``--budgets``, default a quarter and a half): a compute cap a user would state.
 
 Prints device-seconds of each (sum of run wall times x devices, from the records), the ratio,
 both predictions with 95% intervals, and the truth. Target: adaptive <= 25% of the grid's compute,
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--root", default=None)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5],
+                        help="adaptive budgets as fractions of the grid's measured device-seconds")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="adaptive_bench_"))
 
@@ -87,26 +89,28 @@ def main() -> None:
     print(f"task: teacher-student MLP, widths {GRID['hidden']} x {SEEDS} seeds, {EPOCHS_NOTE}; full data {N_FULL}; "
           f"sizes used <= {N_FULL // 4} (candidates {CANDIDATES})")
     print(f"grid:     {len(grid_recs)} runs, {grid_cost:.1f} device-s (wall {wall_grid:.0f} s incl. the truth runs)")
-    budget = 0.25 * grid_cost
     questions = [("error at full data", {"error_at": N_FULL}, lambda law: law.predict(N_FULL), f"{truth:.4g}"),
                  (f"data needed for error {truth:.4g}", {"data_needed": truth}, lambda law: law.data_needed(truth),
                   f"~{N_FULL} (the target is the error measured at {N_FULL})")]
     for i, (question, target, ask, measured) in enumerate(questions, 1):
-        folder = root / f"adaptive_{i}"
-        _sweep(folder, args.slots, sizes=CANDIDATES, strategy="adaptive", target=target,
-               tolerance=args.tolerance, budget=budget)
-        res = SweepResult.load(folder, bootstrap=1000)
-        a = res.adaptive
-        cost = a["device_seconds"]
-        g, p = ask(grid.law), ask(res.law)
-        inside = g.lower <= p.value <= g.upper
+        g = ask(grid.law)
         print(f"question {i}: {question}")
         print(f"  grid:     {_fmt(g)}  ({grid_cost:.1f} device-s)")
-        print(f"  adaptive: {_fmt(p)}  ({cost:.1f} device-s, {a['runs']} run rungs, sizes {sorted(a['chosen'])}, "
-              f"{len(a['stopped'])} grid points stopped early; stopped: {a['stop_reason']})")
-        print(f"  ratio adaptive/grid compute: {cost / grid_cost:.3f} (target <= 0.25: "
-              f"{'met' if cost <= 0.25 * grid_cost else 'NOT met'}); adaptive value inside the grid's interval: "
-              f"{'yes' if inside else 'NO'}")
+        for share in args.budgets:
+            folder = root / f"adaptive_{i}_{share:g}"
+            _sweep(folder, args.slots, sizes=CANDIDATES, strategy="adaptive", target=target,
+                   tolerance=args.tolerance, budget=share * grid_cost)
+            res = SweepResult.load(folder, bootstrap=1000)
+            a = res.adaptive
+            cost = a["device_seconds"]
+            p = ask(res.law)
+            inside = g.lower <= p.value <= g.upper
+            print(f"  adaptive, budget {share:g} x grid: {_fmt(p)}  ({cost:.1f} device-s, {a['runs']} run rungs, sizes "
+                  f"{sorted(a['chosen'])}, {len(a['stopped'])} grid points stopped early; stopped: {a['stop_reason']})")
+            print(f"    ratio adaptive/grid compute: {cost / grid_cost:.3f} (target <= 0.25: "
+                  f"{'met' if cost <= 0.25 * grid_cost else 'NOT met'}); adaptive value inside the grid's interval: "
+                  f"{'yes' if inside else 'NO'}; truth inside the adaptive interval: "
+                  f"{'yes' if i == 1 and p.lower <= truth <= p.upper else 'n/a' if i == 2 else 'NO'}")
         print(f"  measured truth: {measured}")
     print(f"folders: {root}")
 

@@ -18,6 +18,7 @@ from lightning_scaling.sweep.adaptive import (
     AdaptiveConfig,
     AdaptiveState,
     Target,
+    choose_next_size,
     device_seconds,
     expected_width,
     promote,
@@ -129,6 +130,22 @@ def test_expected_width_shrinks_more_for_a_larger_size():
     t = Target.error_at(64000)
     assert expected_width(fit, 16000, t) < expected_width(fit, 4000, t) < relative_width(t.predict(fit))
     assert 0 < width_ratio(fit, 16000, t) < width_ratio(fit, 4000, t) < 1
+
+
+def test_with_a_budget_the_next_size_leaves_the_narrowest_affordable_interval():
+    m = np.array([125.0, 250, 500, 1000])
+    rng = np.random.default_rng(0)
+    y = (2.0 * m**-0.36 + 0.02)[:, None] * np.exp(rng.normal(0, 0.02, (m.size, 2)))
+    fit = fit_learning_curve(m, y, bootstrap=200)
+    t = Target.error_at(64000)
+    sizes, costs = {2000: 2000.0, 4000: 4000.0, 16000: 16000.0}, {2000: 10.0, 4000: 20.0, 16000: 35.0}
+    greedy, table = choose_next_size(fit, sizes, costs, t)
+    assert greedy == 2000 and table[2000]["score"] > table[16000]["score"]  # cheapest gain per second
+    # but with 40 s left, 2000 + 4000 (30 s) narrow less than 16000 alone (35 s): go far
+    assert width_ratio(fit, [16000], t) < width_ratio(fit, [2000, 4000], t)
+    planned, table = choose_next_size(fit, sizes, costs, t, remaining=40.0)
+    assert planned == 16000 and table[16000]["in_plan"] == 1.0
+    assert choose_next_size(fit, sizes, costs, t, remaining=12.0)[0] == 2000  # only 2000 fits
 
 
 def test_size_selection_stops_on_tolerance():

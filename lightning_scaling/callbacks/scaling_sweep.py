@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import math
 import os
 import platform
@@ -419,11 +420,13 @@ class ScalingSweep(Callback):
                 "strategy='grid', or a pytorch_lightning version 2.1-2.6")
 
         def restore_rung(checkpoint_path: Any = None, *args: Any, **kwargs: Any) -> None:
-            if checkpoint_path is None:
+            if checkpoint_path is None:  # the user's own fit(ckpt_path=...) wins
                 checkpoint_path = resume_from
                 # our own checkpoint holds optimiser state and hyperparameters, not only tensors
-                if not args:
-                    kwargs.setdefault("weights_only", False)
+                if args and args[0] is None:
+                    args = (False, *args[1:])
+                elif not args and kwargs.get("weights_only") is None and _accepts(restore, "weights_only"):
+                    kwargs["weights_only"] = False
             restore(checkpoint_path, *args, **kwargs)
 
         conn._restore_modules_and_callbacks = restore_rung
@@ -571,6 +574,13 @@ class ScalingSweep(Callback):
         self._reason = self._reason or last
         with contextlib.suppress(Exception):
             self._write(trainer, pl_module)
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _load_result(root: Path, sweep: ScalingSweep) -> SweepResult | None:

@@ -251,29 +251,35 @@ def _target_log(fit: Any, target: Target, theta: np.ndarray) -> float:
         return float(np.log(fit.form.size_for(theta, target.value)[0]))
 
 
-def width_ratio(fit: Any, candidate: float, target: Target) -> float:
-    """How much one more point at size ``candidate`` is expected to narrow the target's interval.
+def width_ratio(fit: Any, candidate: float | Sequence[float], target: Target) -> float:
+    """How much one more point at size ``candidate`` (or one at each of several sizes) is expected to
+    narrow the target's interval.
 
     A delta-method (Fisher information) approximation around the current fit: with ``J`` the
     Jacobian of the log error at the fitted sizes with respect to the law's parameters and ``g``
     the gradient of the log target, the target's variance is proportional to
     ``g^T (J^T J)^-1 g`` (the noise level cancels in the ratio); a point at ``candidate`` adds the
     row ``j(candidate)`` to ``J``. Returns ``sqrt(var_after / var_now)`` (1: no narrowing). A target
-    the fit cannot reach (data needed below the floor) is replaced by the error at ``candidate``
-    extrapolated from it, the nearest question the fit can answer.
+    the fit cannot reach (data needed below the floor) is replaced by the error at the largest
+    candidate extrapolated from it, the nearest question the fit can answer.
     """
+    new_sizes = [float(c) for c in np.atleast_1d(np.asarray(candidate, float))]
     theta = np.array([fit.params[k] for k in fit.form.params], float)
     xs = np.asarray(fit.sizes[fit.start_index:], float)
-    rows = np.array([_grad(lambda t, x=x: float(fit.form.log_predict(t, np.array([x]))[0]), theta) for x in xs])
+
+    def row(x: float) -> np.ndarray:
+        return _grad(lambda t: float(fit.form.log_predict(t, np.array([x]))[0]), theta)
+
+    rows = np.array([row(x) for x in xs])
     g = _grad(lambda t: _target_log(fit, target, t), theta)
     if not np.all(np.isfinite(g)):
-        g = _grad(lambda t: float(fit.form.log_predict(t, np.array([candidate]))[0]), theta)
-    j = _grad(lambda t: float(fit.form.log_predict(t, np.array([candidate]))[0]), theta)
+        g = row(max(new_sizes))
     info = rows.T @ rows
+    extra = sum((np.outer(j, j) for j in (row(x) for x in new_sizes)), np.zeros_like(info))
     scale = np.maximum(np.sqrt(np.diag(info)), 1e-12)  # precondition: parameters differ by orders of magnitude
     d = np.diag(1.0 / scale)
     v_now = float(g @ d @ np.linalg.pinv(d @ info @ d) @ d @ g)
-    v_new = float(g @ d @ np.linalg.pinv(d @ (info + np.outer(j, j)) @ d) @ d @ g)
+    v_new = float(g @ d @ np.linalg.pinv(d @ (info + extra) @ d) @ d @ g)
     if not (math.isfinite(v_now) and math.isfinite(v_new)) or v_now <= 0:
         return 1.0
     return float(math.sqrt(max(v_new, 0.0) / v_now))
@@ -288,15 +294,23 @@ def expected_width(fit: Any, candidate: float, target: Target) -> float:
 
 def choose_next_size(
     fit: Any, candidates: Mapping[Any, float], costs: Mapping[Any, float], target: Target,
+    remaining: float | None = None,
 ) -> tuple[Any | None, dict[Any, dict[str, float]]]:
-    """The candidate with the largest expected narrowing of the target's interval per unit of cost.
+    """The next size: the largest expected narrowing of the target's interval per unit of cost.
 
     ``fit`` is the current law (a ``LearningCurveFit`` with bootstrap replicates); ``candidates``
     maps a size key (fraction or sample count) to its training-set size, ``costs`` the same keys to
     their expected device-seconds. The expected narrowing is the current bootstrap width times
-    ``1 -`` :func:`width_ratio`; the score divides it by the cost. Returns the key (``None`` when no
-    candidate is expected to narrow the interval) and every candidate's ``width``, ``gain``,
-    ``cost`` and ``score``.
+    ``1 -`` :func:`width_ratio`; the score divides it by the cost.
+
+    With a budget (``remaining`` device-seconds left), greedy gain per cost can spend it on cheap
+    sizes and leave too little for the one that matters (a far size narrows an extrapolation most).
+    So every set of candidates that fits in ``remaining`` is scored by its joint
+    :func:`width_ratio`; the choice is the best-scoring member of the set expected to leave the
+    narrowest interval (the cheaper set on a tie), and the decision is taken again after it.
+
+    Returns the key (``None`` when no candidate is expected to narrow the interval) and every
+    candidate's ``width``, ``gain``, ``cost``, ``score`` and (with a budget) ``in_plan``.
     """
     current = min(relative_width(target.predict(fit)), WIDTH_CAP)
     table: dict[Any, dict[str, float]] = {}
@@ -308,7 +322,23 @@ def choose_next_size(
     useful = [k for k in table if table[k]["gain"] > 1e-12]
     if not useful:
         return None, table
-    return max(useful, key=lambda k: table[k]["score"]), table
+    pool = useful
+    if remaining is not None:
+        keys = sorted(useful, key=lambda k: table[k]["size"])[-10:]  # at most 1,023 sets
+        best_set: tuple[float, float, list[Any]] | None = None
+        for mask in range(1, 2 ** len(keys)):
+            subset = [k for i, k in enumerate(keys) if mask >> i & 1]
+            cost = sum(table[k]["cost"] for k in subset)
+            if cost > remaining:
+                continue
+            ratio = width_ratio(fit, [table[k]["size"] for k in subset], target)
+            if best_set is None or (round(ratio, 6), cost) < (round(best_set[0], 6), best_set[1]):
+                best_set = (ratio, cost, subset)
+        if best_set is not None:
+            pool = best_set[2]
+            for k in table:
+                table[k]["in_plan"] = float(k in pool)
+    return max(pool, key=lambda k: table[k]["score"]), table
 
 
 # -- the study's state, rebuilt from records ---------------------------------------------------------
@@ -432,7 +462,8 @@ class AdaptiveState:
             costs = affordable
         train = self.train_sizes(records)
         candidates = {a: train.get(a, self._guess_train_size(a, train)) for a in costs}
-        best, table = choose_next_size(fit, candidates, costs, cfg.target)
+        remaining = None if cfg.budget is None else cfg.budget - spent
+        best, table = choose_next_size(fit, candidates, costs, cfg.target, remaining)
         self.choices.append({"after": list(self.chosen), "width": width,
                              "candidates": {str(k): v for k, v in table.items()}, "chosen": best})
         if best is None:
