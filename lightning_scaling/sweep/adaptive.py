@@ -307,7 +307,8 @@ def choose_next_size(
     sizes and leave too little for the one that matters (a far size narrows an extrapolation most).
     So every set of candidates that fits in ``remaining`` is scored by its joint
     :func:`width_ratio`; the choice is the best-scoring member of the set expected to leave the
-    narrowest interval (the cheaper set on a tie), and the decision is taken again after it.
+    narrowest interval (the cheaper set on a tie), the member that narrows it most, and the decision
+    is taken again after it.
 
     Returns the key (``None`` when no candidate is expected to narrow the interval) and every
     candidate's ``width``, ``gain``, ``cost``, ``score`` and (with a budget) ``in_plan``.
@@ -338,6 +339,10 @@ def choose_next_size(
             pool = best_set[2]
             for k in table:
                 table[k]["in_plan"] = float(k in pool)
+    if remaining is not None:
+        # the plan's member that narrows most goes first: a cost estimate that grows later (more survivors
+        # than expected) then takes a minor size off the plan, not the one the extrapolation needs
+        return max(pool, key=lambda k: (table[k]["gain"], -table[k]["cost"])), table
     return max(pool, key=lambda k: table[k]["score"]), table
 
 
