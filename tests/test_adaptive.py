@@ -167,7 +167,7 @@ def test_size_selection_stops_on_budget_and_says_so():
 
 
 def test_next_size_is_chosen_by_gain_per_cost():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.01, budget=1e9)
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.01)  # no budget: greedy gain per cost
     state, _, _, _ = _study(cfg, max_waves=4)  # the initial sizes' rungs, then one choice
     assert state.choices
     table = state.choices[0]["candidates"]
