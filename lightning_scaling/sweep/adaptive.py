@@ -201,8 +201,8 @@ def promote(
 
     >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.02,
     ...                     noise_z=2.0)
-    >>> keep, sorted(why)
-    (['w128'], ['w32', 'w8'])
+    >>> keep, sorted(why)   # w32 is within two standard errors of the seeds' noise of the best: it goes on
+    (['w128', 'w32'], ['w8'])
     """
     means = {k: (float(np.mean(v)) if v and all(math.isfinite(x) for x in v) else math.inf)
              for k, v in scores.items()}
