@@ -15,7 +15,7 @@ of it (candidates 128 .. 8,192, geometric).
 
 Prints device-seconds of each (sum of run wall times x devices, from the records), the ratio,
 both predictions with 95% intervals, and the truth. Target: adaptive <= 25% of the grid's compute,
-its prediction inside the grid's interval. Run from the repository root (~6 minutes on 2 cores):
+its prediction inside the grid's interval. Run from the repository root (~8 minutes on 2 cores):
 
     python benchmarks/adaptive_vs_grid.py [--root /tmp/adaptive_bench] [--slots 2]
 """
