@@ -223,3 +223,38 @@ def test_run_sweep_from_a_program_or_notebook(tmp_path, monkeypatch):
     assert json.loads((folder / "result.json").read_text())["law"]["beta"] == result.law.params["beta"]
     with pytest.raises(FileNotFoundError, match="not found"):
         run_sweep(tmp_path / "missing.py", fractions=SWEEP["fractions"])
+
+
+def test_adaptive_study_halves_resumes_from_checkpoints_and_restarts_without_redoing_work(tmp_path):
+    sweep = {"fractions": [0.0625, 0.125, 0.25, 0.5, 1.0], "grid": {"hidden": [8, 64]}, "monitor": "val_err",
+             "bootstrap": 100, "slots": 2, "strategy": "adaptive", "target": {"error_at": 8192},
+             "tolerance": 0.01, "budget": 1000, "rungs": [0.5, 1.0], "eta": 2}
+    proc = _run(tmp_path, sweep, args=["--epochs", "4"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "scaling_sweeps" / "sweep_script"
+    assert "adaptive study stopped:" in proc.stderr
+    recs = _records(folder)
+    rung0 = {k: r for k, r in recs.items() if r.get("rung") == 0}
+    final = {k: r for k, r in recs.items() if r.get("rung") == 1}
+    assert rung0 and final and all(r["budget"] == 0.5 and r["epochs"] == 2 for r in rung0.values())
+    for r in final.values():  # a survivor continued from its rung-0 checkpoint: epochs 2 -> 4, not 0 -> 4
+        assert r["resumed_from"].endswith(f"{r['run_id']}_r0.ckpt") and r["epochs"] == 4
+        assert r["steps"] == 2 * rung0[f"{r['run_id']}_r0"]["steps"]
+    adaptive = json.loads((folder / "adaptive.json").read_text())
+    assert adaptive["stop_reason"] and adaptive["device_seconds"] > 0
+    result = json.loads((folder / "result.json").read_text())
+    assert result["adaptive"]["stop_reason"] == adaptive["stop_reason"] and result["law"] is not None
+
+    # a restart after the study ended runs nothing; after losing one final record it runs only that rung again
+    again = _run(tmp_path, sweep, args=["--epochs", "4"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _records(folder) == recs
+    lost = sorted(final)[0]
+    (folder / "runs" / f"{lost}.json").unlink()
+    third = _run(tmp_path, sweep, args=["--epochs", "4"])
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "launching 1 runs" in third.stderr
+    after = _records(folder)
+    assert set(after) == set(recs)
+    assert {k: r for k, r in after.items() if k != lost} == {k: r for k, r in recs.items() if k != lost}
+    assert after[lost]["resumed_from"] and after[lost]["epochs"] == 4

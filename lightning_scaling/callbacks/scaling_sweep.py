@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import math
 import os
 import platform
@@ -41,6 +42,7 @@ from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
 from lightning_scaling.reporting.wandb import WandbReporter
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import LAUNCHERS, Launcher, make_launcher
@@ -105,6 +107,18 @@ class ScalingSweep(Callback):
         targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).
         reporter: W&B reporting: a :class:`~lightning_scaling.WandbReporter` with options; ``None``
             (default) reports when the Trainer has a ``WandbLogger``; ``False`` never reports.
+        strategy: ``"grid"`` (default: every run to the end, the paper's study) or ``"adaptive"``:
+            successive halving over the grid at each size, and data sizes chosen one at a time among
+            ``fractions``/``sizes`` until the target's interval is tight enough or the budget is
+            spent (:mod:`lightning_scaling.sweep.adaptive`).
+        target: adaptive only: what to predict, ``Target.error_at(size)`` / ``{"error_at": size}`` (size
+            in the sweep's unit) or ``Target.data_needed(error)`` / ``{"data_needed": error}``.
+        tolerance: adaptive only: stop when the target's interval width relative to its value is at most this.
+        budget: adaptive only: device-seconds the study may spend (run wall time x devices).
+        rungs: adaptive only: training budget of each successive-halving rung, as fractions of the
+            Trainer's ``max_epochs`` (or ``max_steps`` when set), ending at 1.0.
+        eta: adaptive only: each rung keeps the best ``ceil(n / eta)`` grid points (and any within noise of the best).
+        initial_sizes: adaptive only: how many of the smallest sizes run before the first fit.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -136,8 +150,26 @@ class ScalingSweep(Callback):
         bootstrap: int = 1000,
         targets: Sequence[float] = (),
         reporter: WandbReporter | bool | None = None,
+        strategy: str = "grid",
+        target: Target | Mapping[str, float] | None = None,
+        tolerance: float | None = None,
+        budget: float | None = None,
+        rungs: Sequence[float] = (1 / 3, 1.0),
+        eta: float = 3.0,
+        initial_sizes: int = 4,
     ) -> None:
         super().__init__()
+        if strategy not in ("grid", "adaptive"):
+            raise ValueError(f"strategy must be 'grid' (every run, the paper's study) or 'adaptive', got {strategy!r}")
+        self.adaptive: AdaptiveConfig | None = None
+        if strategy == "adaptive":
+            if target is None:
+                raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or "
+                                 "Target.data_needed(error): the prediction whose interval the study narrows")
+            self.adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
+                                           rungs=tuple(rungs), eta=eta, initial=initial_sizes)
+        elif target is not None or tolerance is not None or budget is not None:
+            raise ValueError("target=, tolerance= and budget= belong to strategy='adaptive'")
         self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
                                     mode=mode, data_seed=data_seed)
         # checked here, when the script builds the callback, not minutes later when fit starts
@@ -186,6 +218,10 @@ class ScalingSweep(Callback):
         self._loader_dataset: Any = None
         self._datamodule: Any = None
         self._written = False
+        self._resumed = False
+        self._checkpoint: str | None = None
+        self._budget_desc: str | None = None
+        self._wall_before = 0.0  # an adaptive rung continued from a checkpoint: the earlier rungs' wall time
 
     @property
     def state_key(self) -> str:
@@ -258,7 +294,7 @@ class ScalingSweep(Callback):
             self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
             max_retries=self.max_retries, probe=self.probe, analyse=self._analyse(self.bootstrap),
             live_analyse=self._analyse(min(self.bootstrap, reporter.live_bootstrap if reporter else 0)),
-            reporter=reporter, name=self.name or root.name,
+            reporter=reporter, name=self.name or root.name, adaptive=self.adaptive,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)
@@ -333,7 +369,7 @@ class ScalingSweep(Callback):
     def _run_setup(self, trainer: pl.Trainer) -> None:
         spec = self._run.spec
         assert spec is not None
-        if spec.run_id not in {r.run_id for r in self.plan.runs}:
+        if (spec.base_id or spec.run_id) not in {r.run_id for r in self.plan.runs}:
             raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
                              "arguments differ from the controller's; start the sweep again")
         current_run()  # seeds this run's RNGs once, if the script did not call it before building the model
@@ -345,6 +381,8 @@ class ScalingSweep(Callback):
         reporter, logger = self._wandb(trainer)
         if reporter is not None and logger is not None and trainer.is_global_zero:
             reporter.run_started(logger.experiment, self._wandb_info())
+        if spec.budget is not None and not self._run.probe:
+            self._apply_rung(trainer, spec.budget, spec.resume_from)
         if self._run.probe:
             trainer.limit_train_batches = 1
             trainer.limit_val_batches = 1
@@ -354,6 +392,59 @@ class ScalingSweep(Callback):
             trainer.val_check_interval = 1.0
             trainer.check_val_every_n_epoch = 1
         self._t_start = time.time()
+
+    def _apply_rung(self, trainer: pl.Trainer, budget: float, resume_from: str | None) -> None:
+        """An adaptive study's rung: train to ``budget`` of the Trainer's limit, continuing from the
+        previous rung's checkpoint (weights, optimiser, loops, callbacks) when it exists."""
+        loop = trainer.fit_loop
+        if loop.max_steps is not None and loop.max_steps > 0:
+            loop.max_steps = max(1, math.ceil(budget * loop.max_steps - 1e-9))
+            self._budget_desc = f"max_steps={loop.max_steps}"
+        elif loop.max_epochs is not None and loop.max_epochs > 0:
+            loop.max_epochs = max(1, math.ceil(budget * loop.max_epochs - 1e-9))
+            self._budget_desc = f"max_epochs={loop.max_epochs}"
+        else:
+            raise SweepError("an adaptive study's rungs are fractions of the Trainer's max_epochs or max_steps; "
+                             "set one of them on the Trainer")
+        if not resume_from or not Path(resume_from).is_file():
+            self._resumed = False
+            return
+        # Lightning resolves fit(ckpt_path=...) before any callback hook runs, and restores the model and
+        # callbacks right after `setup`: wrap that step of its checkpoint connector so it reads this file.
+        conn = getattr(trainer, "_checkpoint_connector", None)
+        restore = getattr(conn, "_restore_modules_and_callbacks", None)
+        if conn is None or restore is None or not hasattr(conn, "restore_training_state"):
+            raise SweepError(
+                f"this {self._pl.__name__} version has no Trainer._checkpoint_connector._restore_modules_and_callbacks"
+                ", which an adaptive study uses to continue a promoted run from its checkpoint; use "
+                "strategy='grid', or a pytorch_lightning version 2.1-2.6")
+
+        def restore_rung(checkpoint_path: Any = None, *args: Any, **kwargs: Any) -> None:
+            if checkpoint_path is None:  # the user's own fit(ckpt_path=...) wins
+                checkpoint_path = resume_from
+                # our own checkpoint holds optimiser state and hyperparameters, not only tensors
+                if args and args[0] is None:
+                    args = (False, *args[1:])
+                elif not args and kwargs.get("weights_only") is None and _accepts(restore, "weights_only"):
+                    kwargs["weights_only"] = False
+            restore(checkpoint_path, *args, **kwargs)
+
+        conn._restore_modules_and_callbacks = restore_rung
+        self._resumed = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """A run's best monitored value so far: an adaptive rung's checkpoint carries it to the next rung."""
+        if self._run.is_controller:
+            return {}
+        return {"best": self._best, "best_step": self._best_step, "best_epoch": self._best_epoch,
+                "at_best": self._at_best, "wall_time_s": self._wall_before + time.time() - self._t_start}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._run.is_controller or not state_dict:
+            return
+        self._best, self._best_step = state_dict.get("best"), state_dict.get("best_step")
+        self._best_epoch, self._at_best = state_dict.get("best_epoch"), state_dict.get("at_best") or {}
+        self._wall_before = float(state_dict.get("wall_time_s") or 0.0)
 
     def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         spec = self._run.spec
@@ -377,6 +468,10 @@ class ScalingSweep(Callback):
             "ended_at": time.time(), "host": socket.gethostname(),
             "devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "versions": _versions(self._pl),
+            **({"base_id": spec.base_id, "rung": spec.rung, "budget": spec.budget, "budget_limit": self._budget_desc,
+                "resumed_from": spec.resume_from if self._resumed else None,
+                "cumulative_wall_time_s": round(self._wall_before + time.time() - self._t_start, 3)}
+               if spec.budget is not None else {}),
         }
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -394,6 +489,8 @@ class ScalingSweep(Callback):
                 "metrics": keys, "trainable_params": record["trainable_params"],
             })
             return
+        if self._checkpoint is not None:
+            record["checkpoint"] = self._checkpoint
         store.write_record(record)
         reporter, logger = self._wandb(trainer)
         if reporter is not None:
@@ -460,6 +557,12 @@ class ScalingSweep(Callback):
         if self._run.is_run:
             if self._status == "ok" and self._best is None and not self._run.probe:
                 self._status, self._reason = "failed", "validation never ran, so there is no monitored value"
+            path = self._run.spec.save_checkpoint if self._run.spec is not None else None
+            if path and self._status == "ok" and not self._run.probe:
+                # the end of an adaptive rung (every rank: saving may be collective); a promoted run continues
+                # from this file in its next rung (see sweep/adaptive.py)
+                trainer.save_checkpoint(path)
+                self._checkpoint = path
             self._write(trainer, pl_module)
 
     @override
@@ -471,6 +574,13 @@ class ScalingSweep(Callback):
         self._reason = self._reason or last
         with contextlib.suppress(Exception):
             self._write(trainer, pl_module)
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _load_result(root: Path, sweep: ScalingSweep) -> SweepResult | None:

@@ -2,6 +2,7 @@
 controller and result. Nothing here imports Lightning, so a sweep folder can be analysed anywhere.
 """
 
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import SweepController, SweepError, run_sweep
 from lightning_scaling.sweep.launcher import LocalLauncher, make_launcher
@@ -12,6 +13,7 @@ from lightning_scaling.sweep.slurm_launcher import SlurmLauncher
 from lightning_scaling.sweep.store import SweepStore
 
 __all__ = [
+    "AdaptiveConfig",
     "LocalLauncher",
     "RayLauncher",
     "RunContext",
@@ -22,6 +24,7 @@ __all__ = [
     "SweepPlan",
     "SweepResult",
     "SweepStore",
+    "Target",
     "current_run",
     "geometric",
     "make_launcher",

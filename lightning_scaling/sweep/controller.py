@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
-from lightning_scaling.sweep.store import SweepStore, read_json
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from lightning_scaling.reporting.wandb import WandbReporter
@@ -29,6 +30,7 @@ __all__ = ["SweepController", "SweepError"]
 
 FINAL = ("ok", "diverged")
 PROBE_ID = "probe"
+ADAPTIVE_FILE = "adaptive.json"
 
 
 class SweepError(RuntimeError):
@@ -76,6 +78,7 @@ class SweepController:
         name: str | None = None,
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
+        adaptive: AdaptiveConfig | None = None,
     ) -> None:
         require_int("max_retries", max_retries, 0)
         self.plan = plan
@@ -96,6 +99,8 @@ class SweepController:
         self._durations: list[float] = []
         self._status: dict[str, str | None] = {}
         self._records: dict[str, dict[str, Any]] = {}
+        self.adaptive = adaptive
+        self._adaptive_state: AdaptiveState | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -139,6 +144,8 @@ class SweepController:
     def run(self) -> SweepResult:
         """Run the sweep to the end (resuming what is on disk) and return its result."""
         self._check_plan()
+        if self.adaptive is not None:
+            return self._run_adaptive()
         records = self.store.records()
         planned = {s.run_id for s in self.plan.runs}
         # kept in memory so reporting a finished run does not re-read every record from disk
@@ -183,6 +190,94 @@ class SweepController:
             self.reporter.finish(result, self.store)
         return result
 
+    # -- the adaptive study -----------------------------------------------------------------------
+    def _run_adaptive(self) -> SweepResult:
+        """Successive halving at each chosen size, sizes chosen by interval narrowing per cost (adaptive.py).
+
+        Runs go out in waves: everything the state allows now, then the next decision on the records.
+        """
+        assert self.adaptive is not None
+        cfg = self.adaptive
+        saved = read_json(self.store.root / ADAPTIVE_FILE) or {}
+        if saved.get("config") not in (None, cfg.to_dict()):
+            self.log("adaptive settings changed since the last start: the sizes chosen so far are kept")
+        state = AdaptiveState(self.plan, cfg, chosen=[c for c in saved.get("chosen", [])
+                                                      if c in (self.plan.fractions or self.plan.sizes or [])],
+                              choices=list(saved.get("choices", [])))
+        self._adaptive_state = state
+        root = str(self.store.root)
+        records = self.store.records()
+        self._records = {k: r for k, r in records.items() if k in {s.run_id for s in self.plan.runs}}
+        self._status = {}
+        done = sum(r.get("status") in FINAL for r in records.values())
+        self.log(f"plan (adaptive, target: {cfg.target.describe()}; tolerance {cfg.tolerance}, budget "
+                 f"{cfg.budget} device-s; rungs {[round(r, 4) for r in cfg.rungs]}): candidates {self.plan.summary()}")
+        self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
+        if done:
+            self.log(f"resuming: {done} run rungs already finished")
+        if self.reporter is not None:
+            self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
+        probed = any(r.get("status") == "ok" for r in records.values())
+        try:
+            while True:
+                records = self.store.records()
+                # the result's own fit: the interval decided on is the one reported
+                decision = state.decide(records, root, lambda recs=records: self._law(state, recs),
+                                        state.spent(records))
+                atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
+                if decision.done:
+                    self.log(f"adaptive study stopped: {decision.reason}")
+                    break
+                if self.command is None:
+                    from lightning_scaling.sweep.launcher import script_command
+
+                    self.command = script_command()
+                if self.probe and not probed:
+                    self._probe()
+                    probed = True
+                for spec in decision.launch:
+                    self._status.setdefault(spec.run_id, None)
+                self.log(f"launching {len(decision.launch)} runs: "
+                         + ", ".join(sorted({f'{s.size_label} rung {s.rung}' for s in decision.launch})))
+                self._loop(decision.launch)
+                failed = [s.run_id for s in decision.launch
+                          if (self.store.read_record(s.run_id) or {}).get("status") not in (*FINAL, "failed")]
+                if failed:  # pragma: no cover - _loop writes a failed record for every run that gave up
+                    raise SweepError(f"runs left without a record: {failed}")
+        except KeyboardInterrupt:
+            self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
+            self.launcher.shutdown()
+            self._close_reporter()
+            raise
+        except BaseException:
+            self.launcher.shutdown()
+            self._close_reporter()
+            raise
+        finally:
+            self.launcher.close()
+        records = self.store.records()
+        try:
+            result = self.analyse(self._planned_records())
+            result.adaptive = self._adaptive_summary(state, records)
+            result.save(self.store.root)
+        except BaseException:
+            self._close_reporter()
+            raise
+        a = result.adaptive
+        self.log(f"compute: {a['device_seconds']:.1f} device-seconds spent; the full grid would cost ~"
+                 f"{a['grid_device_seconds_estimate']:.1f} ({a['fraction_of_grid']:.0%})")
+        self.log(f"result: {self.store.result_path}")
+        if self.reporter is not None:
+            self.reporter.finish(result, self.store)
+        return result
+
+    def _law(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> Any:
+        final = state.final_records(records)
+        return self.analyse([dict(r) for r in final]).law if final else None
+
+    def _adaptive_summary(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return state.summary(records)
+
     def _planned_records(self) -> list[dict[str, Any]]:
         planned = {s.run_id for s in self.plan.runs}
         return [r for k, r in self.store.records().items() if k in planned]
@@ -221,7 +316,7 @@ class SweepController:
 
     def _loop(self, todo: list[RunSpec]) -> None:
         queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
-        total = len(self.plan.runs)
+        total = len(self._status) if self.adaptive is not None else len(self.plan.runs)
         failures: dict[str, list[str]] = {}
         last_beat = time.time()
         while queue or self.launcher.running():
@@ -275,8 +370,11 @@ class SweepController:
 
 
 def _spec_fields(spec: RunSpec) -> dict[str, Any]:
-    return {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
-            "seed": spec.seed, "data_seed": spec.data_seed}
+    out = {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
+           "seed": spec.seed, "data_seed": spec.data_seed}
+    if spec.budget is not None:
+        out.update(base_id=spec.base_id, rung=spec.rung, budget=spec.budget)
+    return out
 
 
 def run_sweep(
@@ -299,6 +397,13 @@ def run_sweep(
     reporter: WandbReporter | None = None,
     bootstrap: int = 1000,
     launcher: Launcher | str | None = None,
+    strategy: str = "grid",
+    target: Target | dict[str, float] | None = None,
+    tolerance: float | None = None,
+    budget: float | None = None,
+    rungs: Sequence[float] = (1 / 3, 1.0),
+    eta: float = 3.0,
+    initial_sizes: int = 4,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -306,7 +411,9 @@ def run_sweep(
     Trainer (inside a run the callback only applies the run's data size, grid values and seed).
     The arguments mean what they mean for ``ScalingSweep``; ``reporter`` (a
     :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process; ``launcher``
-    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute.
+    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute;
+    ``strategy="adaptive"`` with ``target``, ``tolerance`` and/or ``budget`` runs an adaptive study
+    (:mod:`lightning_scaling.sweep.adaptive`).
 
     Example::
 
@@ -319,6 +426,14 @@ def run_sweep(
         raise FileNotFoundError(f"script {script!r} not found; pass the path of the training script")
     plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
                            data_seed=data_seed)
+    if strategy not in ("grid", "adaptive"):
+        raise ValueError(f"strategy must be 'grid' or 'adaptive', got {strategy!r}")
+    adaptive = None
+    if strategy == "adaptive":
+        if target is None:
+            raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or Target.data_needed(error)")
+        adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
+                                  rungs=tuple(rungs), eta=eta, initial=initial_sizes)
     dotted = any("." in k for k in plan.grid)
     live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
 
@@ -330,6 +445,6 @@ def run_sweep(
         plan, SweepStore(sweep_dir), launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
         command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
         cli_overrides=dotted if cli_overrides is None else cli_overrides, analyse=analyse(bootstrap),
-        live_analyse=analyse(live), reporter=reporter,
+        live_analyse=analyse(live), reporter=reporter, adaptive=adaptive,
     )
     return controller.run()

@@ -60,17 +60,32 @@ class RunSpec:
     seed: int
     data_seed: int
     index: int = 0
+    # adaptive studies only (sweep/adaptive.py): one rung of a run, its training budget as a fraction of the
+    # Trainer's, the checkpoint it writes at its end and the one it continues from
+    base_id: str | None = None
+    rung: int | None = None
+    budget: float | None = None
+    save_checkpoint: str | None = None
+    resume_from: str | None = None
 
     @property
     def size_label(self) -> str:
         return f"{self.fraction:g}" if self.fraction is not None else f"{self.size} samples"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for k in _ADAPTIVE_FIELDS:
+            if d[k] is None:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
-        return cls(**{k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed", "index")})
+        return cls(**{k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed", "index")},
+                   **{k: d.get(k) for k in _ADAPTIVE_FIELDS})
+
+
+_ADAPTIVE_FIELDS = ("base_id", "rung", "budget", "save_checkpoint", "resume_from")
 
 
 def _run_id(fraction: float | None, size: int | None, params: Mapping[str, Any], seed: int) -> str:

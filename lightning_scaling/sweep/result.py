@@ -88,6 +88,7 @@ class SweepResult:
     notes: list[str] = field(default_factory=list)
     predictions: dict[str, Any] = field(default_factory=dict)
     targets: list[float] = field(default_factory=list)
+    adaptive: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_records(
@@ -306,6 +307,7 @@ class SweepResult:
             "shared_exponent": self.shared_exponent.to_dict() if self.shared_exponent else None,
             "predictions": self.predictions,
             "notes": self.notes,
+            **({"adaptive": self.adaptive} if self.adaptive else {}),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -325,6 +327,12 @@ class SweepResult:
         if self.model_size_law is not None:
             lines.append(f"  {self.model_size_law}")
         lines += [f"  note: {n}" for n in self.notes]
+        if self.adaptive:
+            a = self.adaptive
+            lines.append(f"  adaptive study: {a.get('stop_reason')}; {a.get('device_seconds', 0):.1f} device-seconds "
+                         f"(~{a.get('fraction_of_grid', math.nan):.0%} of the full grid's "
+                         f"~{a.get('grid_device_seconds_estimate', math.nan):.1f}); sizes run: {a.get('chosen')}; "
+                         f"{len(a.get('stopped', []))} grid points stopped early")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -375,7 +383,11 @@ class SweepResult:
             raise FileNotFoundError(f"{root} holds no sweep.json: not a sweep folder")
         planned = {r["run_id"] for r in plan["runs"]}
         records = [r for k, r in store.records().items() if k in planned]
-        return cls.from_records(records, monitor=plan["monitor"], mode=plan["mode"], **kwargs)
+        res = cls.from_records(records, monitor=plan["monitor"], mode=plan["mode"], **kwargs)
+        from lightning_scaling.sweep.store import read_json
+
+        res.adaptive = read_json(store.root / "adaptive.json") or {}
+        return res
 
 
 def check_targets(targets: Sequence[float]) -> list[float]:

@@ -1,0 +1,600 @@
+"""Adaptive scaling study: the decisions, as plain functions of the records (no torch, no Lightning).
+
+The full grid (every data size x grid point x seed, trained to the end) stays the reference. An
+adaptive study answers one question, a *target* (the error at a size, or the data needed for an
+error), and spends compute where it narrows that target's interval most:
+
+* **Model-size search by successive halving.** At each data size every grid point starts on a
+  short budget (rung 0, e.g. a third of the Trainer's epochs). After a rung, grid points are ranked
+  by their mean monitored error over seeds; the best ``ceil(n / eta)`` go on, and so does any other
+  point that is not *clearly* worse than the best (within a margin that grows with the seeds'
+  noise). The others are stopped, with the reason recorded. Survivors continue from the checkpoint
+  their rung wrote, up to the full budget (the last rung), whose record is the run's final record.
+* **Data-size selection.** The study starts with the ``initial`` smallest candidate sizes, fits the
+  law, and then picks the next size by the expected shrinkage of the target's interval per unit of
+  compute (a delta-method estimate, :func:`width_ratio`, over the size's expected cost), until the
+  interval's relative width is at most ``tolerance`` or the next size would exceed ``budget``
+  device-seconds.
+
+Everything is decided from the records in the sweep folder (and the sizes chosen so far, kept in
+``adaptive.json``), so a restarted study continues where it stopped and never reruns a finished rung.
+
+Run ids: the last rung of a run has the grid run's own id (its record is interchangeable with a full
+grid run's); an earlier rung ``r`` has ``<run_id>_r<r>``, and its checkpoint is
+``checkpoints/<run_id>_r<r>.ckpt``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+
+__all__ = [
+    "AdaptiveConfig",
+    "AdaptiveState",
+    "Decision",
+    "Target",
+    "choose_next_size",
+    "device_seconds",
+    "expected_width",
+    "promote",
+    "relative_width",
+    "rung_id",
+    "width_ratio",
+]
+
+FINAL = ("ok", "diverged", "failed")
+WIDTH_CAP = 1e3  # an unbounded interval counts as this relative width when comparing candidates
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an adaptive study predicts: ``error_at`` a training-set size, or ``data_needed`` for an error.
+
+    >>> Target.error_at(65536), Target.data_needed(0.05).kind
+    (Target(kind='error_at', value=65536.0), 'data_needed')
+    """
+
+    kind: Literal["error_at", "data_needed"]
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("error_at", "data_needed"):
+            raise ValueError(f"target kind must be 'error_at' or 'data_needed', got {self.kind!r}")
+        if not (isinstance(self.value, int | float) and math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"the target's value must be a positive, finite number, got {self.value!r}")
+        object.__setattr__(self, "value", float(self.value))
+
+    @classmethod
+    def error_at(cls, size: float) -> Target:
+        """The error at ``size`` (in the sweep's size unit, e.g. samples)."""
+        return cls("error_at", size)
+
+    @classmethod
+    def data_needed(cls, error: float) -> Target:
+        """The training-set size at which the error reaches ``error``."""
+        return cls("data_needed", error)
+
+    @classmethod
+    def parse(cls, target: Target | Mapping[str, float] | tuple[str, float]) -> Target:
+        """A :class:`Target` from itself, ``{"error_at": 65536}`` or ``("data_needed", 0.05)``."""
+        if isinstance(target, Target):
+            return target
+        if isinstance(target, Mapping) and len(target) == 1:
+            ((kind, value),) = target.items()
+            return cls(kind, value)  # type: ignore[arg-type]
+        if isinstance(target, tuple) and len(target) == 2:
+            return cls(*target)  # type: ignore[arg-type]
+        raise ValueError(f"target must be Target.error_at(size), Target.data_needed(error), {{'error_at': size}} or "
+                         f"{{'data_needed': error}}, got {target!r}")
+
+    def predict(self, fit: Any) -> Any:
+        """The target's prediction (value, lower, upper) under a ``LearningCurveFit``."""
+        return fit.predict(self.value) if self.kind == "error_at" else fit.data_needed(self.value)
+
+    def describe(self) -> str:
+        return (f"error at size {self.value:g}" if self.kind == "error_at"
+                else f"data needed for error {self.value:g}")
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """Settings of an adaptive study.
+
+    Args:
+        target: what to predict (:class:`Target`).
+        tolerance: stop when the target's interval is at most this wide, relative to its value
+            (``(upper - lower) / value``); ``None``: only the budget stops the study.
+        budget: device-seconds the study may spend (runs' wall time x devices); ``None``: no cap.
+        rungs: the training budget of each rung as a fraction of the full one (the Trainer's
+            ``max_epochs``, or ``max_steps`` when set), increasing and ending at 1.
+        eta: successive halving keeps the best ``ceil(n / eta)`` grid points after each rung.
+        margin: a grid point within ``margin`` (relative) of the best is never stopped.
+        noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
+        initial: number of smallest candidate sizes run before the first fit (at least 4).
+        bootstrap: bootstrap replicates of the fits that decide (the controller uses the result's own fit).
+    """
+
+    target: Target
+    tolerance: float | None = None
+    budget: float | None = None
+    rungs: tuple[float, ...] = (1 / 3, 1.0)
+    eta: float = 3.0
+    margin: float = 0.02
+    noise_z: float = 2.0
+    initial: int = 4
+    bootstrap: int = 200
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", Target.parse(self.target))
+        if self.tolerance is None and self.budget is None:
+            raise ValueError("an adaptive study needs a stopping rule: tolerance= (relative interval width, e.g. 0.2) "
+                             "and/or budget= (device-seconds)")
+        for name in ("tolerance", "budget"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+        r = tuple(float(x) for x in self.rungs)
+        if not r or r[-1] != 1.0 or any(not 0 < x <= 1 for x in r) or any(a >= b for a, b in itertools.pairwise(r)):
+            raise ValueError(f"rungs must be increasing fractions of the full training budget ending at 1.0, "
+                             f"e.g. (1/3, 1.0); got {self.rungs!r}")
+        object.__setattr__(self, "rungs", r)
+        if not self.eta > 1:
+            raise ValueError(f"eta must be > 1, got {self.eta!r}")
+        if self.margin < 0 or self.noise_z < 0:
+            raise ValueError("margin and noise_z must be >= 0")
+        if not (isinstance(self.initial, int) and self.initial >= 4):
+            raise ValueError(f"initial must be an integer >= 4 (a law with an interval needs 4 sizes), "
+                             f"got {self.initial!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": {self.target.kind: self.target.value}, "tolerance": self.tolerance, "budget": self.budget,
+                "rungs": list(self.rungs), "eta": self.eta, "margin": self.margin, "noise_z": self.noise_z,
+                "initial": self.initial, "bootstrap": self.bootstrap}
+
+
+def rung_id(run_id: str, rung: int, n_rungs: int) -> str:
+    """The record id of ``rung`` of a run: the run's own id for the last rung, ``<id>_r<rung>`` before it.
+
+    >>> rung_id("f0.25_s0_abc", 0, 2), rung_id("f0.25_s0_abc", 1, 2)
+    ('f0.25_s0_abc_r0', 'f0.25_s0_abc')
+    """
+    return run_id if rung == n_rungs - 1 else f"{run_id}_r{rung}"
+
+
+def device_seconds(record: Mapping[str, Any]) -> float:
+    """Compute a record spent: its wall time x its devices (a CPU slot counts as one device)."""
+    wall = record.get("wall_time_s")
+    if not isinstance(wall, int | float) or not math.isfinite(wall):
+        return 0.0
+    devices = str(record.get("devices") or "")
+    count = len([d for d in devices.split(",") if d.strip()]) or 1
+    return float(wall) * count
+
+
+def relative_width(pred: Any) -> float:
+    """``(upper - lower) / |value|`` of a prediction, ``inf`` when unbounded or undefined."""
+    v, lo, hi = (float(np.asarray(x).ravel()[0]) for x in (pred.value, pred.lower, pred.upper))
+    if not all(math.isfinite(x) for x in (v, lo, hi)) or v == 0:
+        return math.inf
+    return (hi - lo) / abs(v)
+
+
+# -- successive halving ------------------------------------------------------------------------------
+def promote(
+    scores: Mapping[str, Sequence[float]], *, eta: float, margin: float, noise_z: float,
+) -> tuple[list[str], dict[str, str]]:
+    """Which grid points go on to the next rung, and why the others stop.
+
+    ``scores`` maps each grid point to its seeds' errors at the rung (lower is better; a diverged or
+    failed seed is ``inf``). The best ``ceil(n / eta)`` grid points by mean error go on; of the rest,
+    any whose mean is within ``max(margin * best, noise_z * se)`` of the best also goes on, where
+    ``se`` is the standard error of a difference of two means, from the seeds' pooled variance (0
+    with one seed). A point with no finite error is always stopped.
+
+    >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.02,
+    ...                     noise_z=2.0)
+    >>> keep, sorted(why)   # w32 is within two standard errors of the seeds' noise of the best: it goes on
+    (['w128', 'w32'], ['w8'])
+    """
+    means = {k: (float(np.mean(v)) if v and all(math.isfinite(x) for x in v) else math.inf)
+             for k, v in scores.items()}
+    ranked = sorted(means, key=lambda k: (means[k], k))
+    finite = [k for k in ranked if math.isfinite(means[k])]
+    if not finite:
+        return [], {k: "no finite error at this rung (diverged or failed)" for k in ranked}
+    best = means[finite[0]]
+    groups = [np.asarray(scores[k], float) for k in finite if len(scores[k]) >= 2]
+    dof = sum(len(g) - 1 for g in groups)
+    pooled = math.sqrt(sum(float(np.sum((g - g.mean()) ** 2)) for g in groups) / dof) if dof else 0.0
+    n_seeds = min(len(scores[k]) for k in finite)
+    se = pooled * math.sqrt(2.0 / n_seeds)
+    slack = max(margin * abs(best), noise_z * se)
+    top = max(1, math.ceil(len(scores) / eta))
+    keep, why = [], {}
+    for rank, k in enumerate(ranked):
+        m = means[k]
+        if not math.isfinite(m):
+            why[k] = "no finite error at this rung (diverged or failed)"
+        elif rank < top or m - best <= slack:
+            keep.append(k)
+        else:
+            why[k] = (f"rank {rank + 1}/{len(ranked)}: mean error {m:.4g} vs best {best:.4g}, worse by "
+                      f"{m - best:.3g} > margin {slack:.3g} (relative {margin:g}, {noise_z:g} x seed s.e. {se:.3g})")
+    return keep, why
+
+
+# -- data-size selection -----------------------------------------------------------------------------
+def _grad(fn: Any, theta: np.ndarray) -> np.ndarray:
+    """Central finite differences of a scalar function of the law's parameters."""
+    out = np.empty_like(theta)
+    for i in range(len(theta)):
+        h = 1e-5 * max(abs(float(theta[i])), 1e-3)
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        out[i] = (fn(up) - fn(down)) / (2 * h)
+    return out
+
+
+def _target_log(fit: Any, target: Target, theta: np.ndarray) -> float:
+    if target.kind == "error_at":
+        return float(fit.form.log_predict(theta, np.array([target.value]))[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.log(fit.form.size_for(theta, target.value)[0]))
+
+
+def width_ratio(fit: Any, candidate: float | Sequence[float], target: Target) -> float:
+    """How much one more point at size ``candidate`` (or one at each of several sizes) is expected to
+    narrow the target's interval.
+
+    A delta-method (Fisher information) approximation around the current fit: with ``J`` the
+    Jacobian of the log error at the fitted sizes with respect to the law's parameters and ``g``
+    the gradient of the log target, the target's variance is proportional to
+    ``g^T (J^T J)^-1 g`` (the noise level cancels in the ratio); a point at ``candidate`` adds the
+    row ``j(candidate)`` to ``J``. Returns ``sqrt(var_after / var_now)`` (1: no narrowing). A target
+    the fit cannot reach (data needed below the floor) is replaced by the error at the largest
+    candidate extrapolated from it, the nearest question the fit can answer.
+    """
+    new_sizes = [float(c) for c in np.atleast_1d(np.asarray(candidate, float))]
+    theta = np.array([fit.params[k] for k in fit.form.params], float)
+    xs = np.asarray(fit.sizes[fit.start_index:], float)
+
+    def row(x: float) -> np.ndarray:
+        return _grad(lambda t: float(fit.form.log_predict(t, np.array([x]))[0]), theta)
+
+    rows = np.array([row(x) for x in xs])
+    g = _grad(lambda t: _target_log(fit, target, t), theta)
+    if not np.all(np.isfinite(g)):
+        g = row(max(new_sizes))
+    info = rows.T @ rows
+    extra = sum((np.outer(j, j) for j in (row(x) for x in new_sizes)), np.zeros_like(info))
+    scale = np.maximum(np.sqrt(np.diag(info)), 1e-12)  # precondition: parameters differ by orders of magnitude
+    d = np.diag(1.0 / scale)
+    v_now = float(g @ d @ np.linalg.pinv(d @ info @ d) @ d @ g)
+    v_new = float(g @ d @ np.linalg.pinv(d @ (info + extra) @ d) @ d @ g)
+    if not (math.isfinite(v_now) and math.isfinite(v_new)) or v_now <= 0:
+        return 1.0
+    return float(math.sqrt(max(v_new, 0.0) / v_now))
+
+
+def expected_width(fit: Any, candidate: float, target: Target) -> float:
+    """The target's expected relative interval width if one more size, ``candidate``, were measured:
+    the fit's bootstrap width (capped at ``WIDTH_CAP``) times :func:`width_ratio`."""
+    now = min(relative_width(target.predict(fit)), WIDTH_CAP)
+    return now * width_ratio(fit, candidate, target)
+
+
+def choose_next_size(
+    fit: Any, candidates: Mapping[Any, float], costs: Mapping[Any, float], target: Target,
+    remaining: float | None = None,
+) -> tuple[Any | None, dict[Any, dict[str, float]]]:
+    """The next size: the largest expected narrowing of the target's interval per unit of cost.
+
+    ``fit`` is the current law (a ``LearningCurveFit`` with bootstrap replicates); ``candidates``
+    maps a size key (fraction or sample count) to its training-set size, ``costs`` the same keys to
+    their expected device-seconds. The expected narrowing is the current bootstrap width times
+    ``1 -`` :func:`width_ratio`; the score divides it by the cost.
+
+    With a budget (``remaining`` device-seconds left), greedy gain per cost can spend it on cheap
+    sizes and leave too little for the one that matters (a far size narrows an extrapolation most).
+    So every set of candidates that fits in ``remaining`` is scored by its joint
+    :func:`width_ratio`; the choice is the best-scoring member of the set expected to leave the
+    narrowest interval (the cheaper set on a tie), the member that narrows it most, and the decision
+    is taken again after it.
+
+    Returns the key (``None`` when no candidate is expected to narrow the interval) and every
+    candidate's ``width``, ``gain``, ``cost``, ``score`` and (with a budget) ``in_plan``.
+    """
+    current = min(relative_width(target.predict(fit)), WIDTH_CAP)
+    table: dict[Any, dict[str, float]] = {}
+    for key, m in candidates.items():
+        w = current * width_ratio(fit, m, target)
+        gain = current - w
+        table[key] = {"size": float(m), "width": w, "gain": gain, "cost": float(costs[key]),
+                      "score": gain / max(float(costs[key]), 1e-9)}
+    useful = [k for k in table if table[k]["gain"] > 1e-12]
+    if not useful:
+        return None, table
+    pool = useful
+    if remaining is not None:
+        keys = sorted(useful, key=lambda k: table[k]["size"])[-10:]  # at most 1,023 sets
+        best_set: tuple[float, float, list[Any]] | None = None
+        for mask in range(1, 2 ** len(keys)):
+            subset = [k for i, k in enumerate(keys) if mask >> i & 1]
+            cost = sum(table[k]["cost"] for k in subset)
+            if cost > remaining:
+                continue
+            ratio = width_ratio(fit, [table[k]["size"] for k in subset], target)
+            if best_set is None or (round(ratio, 6), cost) < (round(best_set[0], 6), best_set[1]):
+                best_set = (ratio, cost, subset)
+        if best_set is not None:
+            pool = best_set[2]
+            for k in table:
+                table[k]["in_plan"] = float(k in pool)
+    if remaining is not None:
+        # the plan's member that narrows most goes first: a cost estimate that grows later (more survivors
+        # than expected) then takes a minor size off the plan, not the one the extrapolation needs
+        return max(pool, key=lambda k: (table[k]["gain"], -table[k]["cost"])), table
+    return max(pool, key=lambda k: table[k]["score"]), table
+
+
+# -- the study's state, rebuilt from records ---------------------------------------------------------
+@dataclass
+class Decision:
+    """What the controller does next: launch ``launch`` (may be empty), or stop when ``done``."""
+
+    launch: list[RunSpec] = field(default_factory=list)
+    done: bool = False
+    reason: str = ""
+
+
+@dataclass
+class AdaptiveState:
+    """The adaptive study's state: sizes chosen so far, rung decisions, compute spent, stop reason.
+
+    Rebuilt from the records and the chosen sizes in ``adaptive.json``; :meth:`decide` is
+    deterministic given them, so a restarted study takes the same decisions again.
+    """
+
+    plan: SweepPlan
+    config: AdaptiveConfig
+    chosen: list[Any] = field(default_factory=list)
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    stopped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stop_reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- the plan's pieces -------------------------------------------------------------------------
+    def amount(self, spec: RunSpec) -> Any:
+        return spec.fraction if spec.fraction is not None else spec.size
+
+    @property
+    def amounts(self) -> list[Any]:
+        """Candidate sizes (fractions or sample counts), smallest first."""
+        return sorted(self.plan.fractions or self.plan.sizes or [])
+
+    def specs_at(self, amount: Any) -> list[RunSpec]:
+        return [s for s in self.plan.runs if self.amount(s) == amount]
+
+    def rung_spec(self, spec: RunSpec, rung: int, root: str) -> RunSpec:
+        """The spec of ``rung`` of a grid run: its budget, the checkpoint it writes, the one it resumes."""
+        n = len(self.config.rungs)
+        ckpt = f"{root}/checkpoints/{spec.run_id}_r{{}}.ckpt"
+        return replace(spec, run_id=rung_id(spec.run_id, rung, n), base_id=spec.run_id, rung=rung,
+                       budget=self.config.rungs[rung],
+                       save_checkpoint=ckpt.format(rung) if rung < n - 1 else None,
+                       resume_from=ckpt.format(rung - 1) if rung > 0 else None)
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def size_progress(self, amount: Any, records: Mapping[str, Mapping[str, Any]], root: str
+                      ) -> tuple[list[RunSpec], bool]:
+        """Runs to launch now at one size (successive halving), and whether the size is complete."""
+        n = len(self.config.rungs)
+        specs = self.specs_at(amount)
+        alive = {json_key(s.params) for s in specs}
+        for rung in range(n):
+            todo = [self.rung_spec(s, rung, root) for s in specs if json_key(s.params) in alive]
+            todo_left = [t for t in todo if (records.get(t.run_id) or {}).get("status") not in FINAL]
+            if todo_left:
+                return todo_left, False
+            if rung == n - 1:
+                return [], True
+            scores: dict[str, list[float]] = {}
+            for t in todo:
+                rec = records[t.run_id]
+                v = rec.get("best_value") if rec.get("status") == "ok" else None
+                ok = isinstance(v, int | float) and math.isfinite(v)
+                err = (1.0 - float(v) if self.plan.mode == "max" else float(v)) if ok else math.inf
+                scores.setdefault(json_key(t.params), []).append(err)
+            keep, why = promote(scores, eta=self.config.eta, margin=self.config.margin, noise_z=self.config.noise_z)
+            for k, reason in why.items():
+                self.stopped[f"{amount}|{k}"] = {"size": amount, "params": k, "rung": rung,
+                                                 "budget": self.config.rungs[rung], "reason": reason}
+            alive = set(keep)
+        return [], True  # pragma: no cover - the loop returns at the last rung
+
+    def decide(self, records: Mapping[str, Mapping[str, Any]], root: str, law: Any | Callable[[], Any],
+               spent: float) -> Decision:
+        """The next step: runs to launch, or stop (with the reason).
+
+        ``law`` is the current law (the result's ``LearningCurveFit`` of the best model per size, with
+        its bootstrap replicates: the decisions use the same fit and interval that are reported), or
+        a callable computing it (called only when a decision needs it); ``spent`` is the
+        device-seconds spent so far.
+        """
+        cfg = self.config
+        if not self.chosen:
+            self.chosen = self.amounts[: cfg.initial]
+        launch: list[RunSpec] = []
+        for a in self.chosen:
+            todo, _ = self.size_progress(a, records, root)
+            launch += todo
+        if launch:
+            return Decision(launch=launch)
+        if self.stop_reason:
+            return Decision(done=True, reason=self.stop_reason)
+        fit = law() if callable(law) else law
+        if fit is None:
+            return self._stop("no law could be fitted to the sizes run (see the result's notes)")
+        pred = cfg.target.predict(fit)
+        width = relative_width(pred)
+        self.history.append({"sizes_run": list(self.chosen), "width": width, "spent_s": spent,
+                             "value": float(np.asarray(pred.value).ravel()[0])})
+        if cfg.tolerance is not None and width <= cfg.tolerance:
+            return self._stop(f"tolerance met: the {cfg.target.describe()} has relative interval width "
+                              f"{width:.3g} <= {cfg.tolerance:g}")
+        if cfg.budget is not None and spent >= cfg.budget:
+            return self._stop(f"budget spent: {spent:.1f} of {cfg.budget:g} device-seconds "
+                              f"(interval width {width:.3g})")
+        left = [a for a in self.amounts if a not in self.chosen]
+        if not left:
+            return self._stop(f"every candidate size has been run (interval width {width:.3g})")
+        costs = {a: self.expected_cost(a, records) for a in left}
+        if cfg.budget is not None:
+            affordable = {a: c for a, c in costs.items() if spent + c <= cfg.budget}
+            if not affordable:
+                cheapest = min(costs.values())
+                return self._stop(f"budget: the cheapest remaining size would cost ~{cheapest:.1f} device-seconds, "
+                                  f"{spent:.1f} of {cfg.budget:g} are spent (interval width {width:.3g})")
+            costs = affordable
+        train = self.train_sizes(records)
+        candidates = {a: train.get(a, self._guess_train_size(a, train)) for a in costs}
+        remaining = None if cfg.budget is None else cfg.budget - spent
+        best, table = choose_next_size(fit, candidates, costs, cfg.target, remaining)
+        self.choices.append({"after": list(self.chosen), "width": width,
+                             "candidates": {str(k): v for k, v in table.items()}, "chosen": best})
+        if best is None:
+            return self._stop(f"no remaining size is expected to narrow the interval (width {width:.3g})")
+        self.chosen.append(best)
+        return self.decide(records, root, fit, spent)
+
+    def _stop(self, reason: str) -> Decision:
+        self.stop_reason = reason
+        return Decision(done=True, reason=reason)
+
+    # -- costs ---------------------------------------------------------------------------------------
+    def train_sizes(self, records: Mapping[str, Mapping[str, Any]]) -> dict[Any, float]:
+        out: dict[Any, float] = {}
+        for r in records.values():
+            a = r.get("fraction") if r.get("fraction") is not None else r.get("size")
+            if isinstance(r.get("train_size"), int | float):
+                out[a] = float(r["train_size"])
+        return out
+
+    def _guess_train_size(self, amount: Any, known: Mapping[Any, float]) -> float:
+        if self.plan.sizes:
+            return float(amount)
+        per_fraction = [v / k for k, v in known.items() if isinstance(k, int | float) and k]
+        return float(amount) * (float(np.mean(per_fraction)) if per_fraction else 1.0)
+
+    def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
+        """Device-seconds of one run as ``a + b * budget * train_size``, least squares on the records."""
+        def trained(r: Mapping[str, Any]) -> float:  # the share of the full budget this record trained
+            rung, budget = r.get("rung"), float(r.get("budget") or 1.0)
+            if r.get("resumed_from") and isinstance(rung, int) and 0 < rung <= len(self.config.rungs):
+                return budget - self.config.rungs[rung - 1]
+            return budget
+
+        pts = [(trained(r) * float(r["train_size"]), device_seconds(r))
+               for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
+        if not pts:
+            return 0.0, 1.0
+        u, t = np.array(pts).T
+        if len(set(u.tolist())) < 2:
+            return 0.0, float(np.mean(t / np.maximum(u, 1e-12)))
+        b, a = np.polyfit(u, t, 1)
+        if a < 0 or b < 0:
+            b, a = max(float(np.sum(u * t) / np.sum(u * u)), 0.0), 0.0
+        return float(max(a, 0.0)), float(max(b, 0.0))
+
+    def survivors(self, rung: int, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Grid points expected to run ``rung``: the mean over the sizes that reached it, else
+        ``ceil(n / eta)`` per earlier rung."""
+        n = len(self.config.rungs)
+        counts = []
+        for a in self.chosen:
+            ids = {rung_id(s.run_id, rung, n) for s in self.specs_at(a)}
+            points = {json_key(records[i].get("params") or {}) for i in ids if i in records}
+            if points:
+                counts.append(len(points))
+        if counts:
+            return float(np.mean(counts))
+        alive = len(self.plan.grid_points)
+        for _ in range(rung):
+            alive = max(1, math.ceil(alive / self.config.eta))
+        return float(alive)
+
+    def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Expected device-seconds of one size under successive halving, from the cost model and the
+        survivors per rung seen so far (every seed; a continued rung pays only its extra budget)."""
+        a, b = self.cost_model(records)
+        train = self.train_sizes(records)
+        m = train.get(amount, self._guess_train_size(amount, train))
+        seeds = len(self.plan.seeds)
+        total, prev = 0.0, 0.0
+        for rung, frac in enumerate(self.config.rungs):
+            total += self.survivors(rung, records) * seeds * (a + b * (frac - prev) * m)
+            prev = frac
+        return total
+
+    def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Estimated device-seconds of the full grid (every planned run at the full budget)."""
+        a, b = self.cost_model(records)
+        train = self.train_sizes(records)
+        return float(sum(a + b * train.get(self.amount(s), self._guess_train_size(self.amount(s), train))
+                         for s in self.plan.runs))
+
+    # -- records ---------------------------------------------------------------------------------
+    def study_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Every rung record of the sizes this study chose (the probe and other studies' records left out)."""
+        planned = {s.run_id for s in self.plan.runs}
+        chosen = set(self.chosen)
+        return [r for r in records.values()
+                if (r.get("fraction") if r.get("fraction") is not None else r.get("size")) in chosen
+                and (r.get("base_id") or r.get("run_id")) in planned]
+
+    def spent(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Device-seconds spent so far: every rung of every run, finished or failed."""
+        return float(sum(device_seconds(r) for r in self.study_records(records)))
+
+    def final_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The records the law is fitted to: every run's last rung (the grid run's own id)."""
+        planned = {s.run_id for s in self.plan.runs}
+        return [r for k, r in records.items() if k in planned]
+
+    def law(self, records: Mapping[str, Mapping[str, Any]]) -> Any:
+        """The law of the best model per size, fitted as the result fits it (``config.bootstrap`` replicates)."""
+        from lightning_scaling.sweep.result import SweepResult
+
+        final = self.final_records(records)
+        if not final:
+            return None
+        return SweepResult.from_records(final, monitor=self.plan.monitor, mode=self.plan.mode,
+                                        bootstrap=self.config.bootstrap).law
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "chosen": self.chosen, "stop_reason": self.stop_reason,
+                "stopped": list(self.stopped.values()), "choices": self.choices, "history": self.history}
+
+    def summary(self, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """:meth:`to_dict` with the compute spent and the full grid's estimated cost (``adaptive.json``)."""
+        spent = self.spent(records)
+        grid = self.grid_cost(records)
+        return {**self.to_dict(), "device_seconds": spent, "grid_device_seconds_estimate": grid,
+                "fraction_of_grid": spent / grid if grid > 0 else math.nan,
+                "runs": len(self.study_records(records))}
+
+
+def json_key(params: Mapping[str, Any]) -> str:
+    """A grid point as a stable string key."""
+    import json
+
+    return json.dumps(dict(sorted(params.items())), sort_keys=True)

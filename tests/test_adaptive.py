@@ -1,0 +1,213 @@
+"""The adaptive study's decisions (sweep/adaptive.py) on synthetic records: fast and deterministic.
+
+A fake executor turns each launched rung spec into the record a run would write: the error of a
+known law per grid point (one planted dominated width), a little seed noise, and a wall time
+proportional to size x budget, so every decision can be checked without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lightning_scaling.laws import fit_learning_curve
+from lightning_scaling.sweep.adaptive import (
+    AdaptiveConfig,
+    AdaptiveState,
+    Target,
+    choose_next_size,
+    device_seconds,
+    expected_width,
+    promote,
+    relative_width,
+    rung_id,
+    width_ratio,
+)
+from lightning_scaling.sweep.plan import SweepPlan
+
+ROOT = "/sweep"
+SIZES = [125, 250, 500, 1000, 2000, 4000, 8000, 16000]
+# error of each width at full budget: w128 best, w32 close, w8 clearly dominated (planted)
+LAW = {8: (3.0, -0.2, 0.15), 32: (2.0, -0.35, 0.02), 128: (2.0, -0.36, 0.02)}
+
+
+def _plan(seeds: int = 2) -> SweepPlan:
+    return SweepPlan.build(sizes=SIZES, grid={"hidden": [8, 32, 128]}, seeds=seeds, monitor="val_err")
+
+
+def _error(size: float, hidden: int, budget: float, seed: int) -> float:
+    a, b, c = LAW[hidden]
+    partial = 1.0 + 0.5 * (1.0 - budget)  # a shorter budget: a higher error, the same ranking
+    noise = math.exp(0.01 * np.random.default_rng(hash((size, hidden, seed)) % 2**32).normal())
+    return (a * size**b + c) * partial * noise
+
+
+def _execute(specs, records, per_sample_s: float = 0.001):
+    """What the runs would write: one record per rung spec."""
+    for s in specs:
+        assert s.run_id not in records or records[s.run_id]["status"] not in ("ok", "diverged", "failed"), \
+            f"{s.run_id} ran twice"
+        prev = records.get(s.resume_from.rsplit("/", 1)[-1][: -len(".ckpt")]) if s.resume_from else None
+        done_before = prev["budget"] if prev else 0.0
+        records[s.run_id] = {
+            "run_id": s.run_id, "base_id": s.base_id, "rung": s.rung, "budget": s.budget, "status": "ok",
+            "fraction": None, "size": s.size, "train_size": float(s.size), "num_samples": s.size,
+            "params": s.params, "seed": s.seed, "best_value": _error(s.size, s.params["hidden"], s.budget, s.seed),
+            "wall_time_s": 0.5 + per_sample_s * s.size * (s.budget - done_before), "devices": "",
+        }
+
+
+def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, max_waves: int = 100):
+    plan = _plan()
+    records = {} if records is None else records
+    state = AdaptiveState(plan, cfg, chosen=list(chosen or []))
+    launched = []
+    for _ in range(max_waves):
+        d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records))
+        if d.done:
+            return state, records, launched, d
+        launched += [s.run_id for s in d.launch]
+        _execute(d.launch, records)
+    return state, records, launched, None
+
+
+# -- successive halving -------------------------------------------------------------------------------
+def test_promote_drops_a_planted_dominated_point_and_keeps_the_best():
+    keep, why = promote({"w8": [0.40, 0.41], "w32": [0.120, 0.125], "w128": [0.110, 0.112]}, eta=3, margin=0.02,
+                        noise_z=2.0)
+    assert keep == ["w128"]
+    assert set(why) == {"w8", "w32"}
+    assert "rank 3/3" in why["w8"] and "margin" in why["w8"]
+
+
+def test_promote_keeps_a_point_within_seed_noise_of_the_best():
+    # w32's mean is worse than w128's, but by less than two standard errors of the seeds' noise
+    keep, why = promote({"w8": [0.40, 0.41], "w32": [0.10, 0.16], "w128": [0.09, 0.15]}, eta=3, margin=0.0,
+                        noise_z=2.0)
+    assert keep == ["w128", "w32"] and list(why) == ["w8"]
+    # the same gap with quiet seeds: w32 is stopped
+    keep, _ = promote({"w8": [0.40, 0.41], "w32": [0.130, 0.131], "w128": [0.120, 0.121]}, eta=3, margin=0.0,
+                      noise_z=2.0)
+    assert keep == ["w128"]
+
+
+def test_promote_stops_diverged_points():
+    keep, why = promote({"a": [math.inf, 0.1], "b": [0.2, 0.2]}, eta=1.5, margin=0.0, noise_z=0.0)
+    assert keep == ["b"] and "diverged" in why["a"]
+
+
+def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)
+    state = AdaptiveState(_plan(), cfg)
+    records: dict = {}
+    first, complete = state.size_progress(125, records, ROOT)
+    assert not complete and len(first) == 6  # 3 widths x 2 seeds at rung 0
+    assert {s.rung for s in first} == {0} and all(s.budget == pytest.approx(1 / 3) for s in first)
+    assert all(s.run_id == rung_id(s.base_id, 0, 2) and s.save_checkpoint.endswith(f"{s.run_id}.ckpt")
+               for s in first)
+    _execute(first, records)
+    second, complete = state.size_progress(125, records, ROOT)
+    assert not complete
+    # the planted dominated width 8 is stopped after rung 0; the best width (128) goes on
+    assert {s.params["hidden"] for s in second} >= {128} and 8 not in {s.params["hidden"] for s in second}
+    assert all(s.rung == 1 and s.budget == 1.0 and s.run_id == s.base_id for s in second)
+    assert all(s.resume_from == f"{ROOT}/checkpoints/{s.base_id}_r0.ckpt" for s in second)
+    stopped = [v for v in state.stopped.values() if v["params"] == json.dumps({"hidden": 8})]
+    assert stopped and stopped[0]["rung"] == 0 and "worse by" in stopped[0]["reason"]
+    _execute(second, records)
+    assert state.size_progress(125, records, ROOT) == ([], True)
+
+
+# -- data-size selection ------------------------------------------------------------------------------
+def test_expected_width_shrinks_more_for_a_larger_size():
+    m = np.array([125.0, 250, 500, 1000, 2000])
+    rng = np.random.default_rng(0)
+    y = (2.0 * m**-0.36 + 0.02)[:, None] * np.exp(rng.normal(0, 0.02, (m.size, 2)))
+    fit = fit_learning_curve(m, y, bootstrap=200)
+    t = Target.error_at(64000)
+    assert expected_width(fit, 16000, t) < expected_width(fit, 4000, t) < relative_width(t.predict(fit))
+    assert 0 < width_ratio(fit, 16000, t) < width_ratio(fit, 4000, t) < 1
+
+
+def test_with_a_budget_the_next_size_leaves_the_narrowest_affordable_interval():
+    m = np.array([125.0, 250, 500, 1000])
+    rng = np.random.default_rng(0)
+    y = (2.0 * m**-0.36 + 0.02)[:, None] * np.exp(rng.normal(0, 0.02, (m.size, 2)))
+    fit = fit_learning_curve(m, y, bootstrap=200)
+    t = Target.error_at(64000)
+    sizes, costs = {2000: 2000.0, 4000: 4000.0, 16000: 16000.0}, {2000: 10.0, 4000: 20.0, 16000: 35.0}
+    greedy, table = choose_next_size(fit, sizes, costs, t)
+    assert greedy == 2000 and table[2000]["score"] > table[16000]["score"]  # cheapest gain per second
+    # but with 40 s left, 2000 + 4000 (30 s) narrow less than 16000 alone (35 s): go far
+    assert width_ratio(fit, [16000], t) < width_ratio(fit, [2000, 4000], t)
+    planned, table = choose_next_size(fit, sizes, costs, t, remaining=40.0)
+    assert planned == 16000 and table[16000]["in_plan"] == 1.0
+    assert choose_next_size(fit, sizes, costs, t, remaining=12.0)[0] == 2000  # only 2000 fits
+
+
+def test_size_selection_stops_on_tolerance():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)
+    state, _, _, d = _study(cfg)
+    assert d is not None and d.reason.startswith("tolerance met")
+    assert state.history[-1]["width"] <= 0.5
+    assert len(state.chosen) < len(SIZES)  # stopped before running every size
+    assert state.chosen[:4] == SIZES[:4]
+
+
+def test_size_selection_stops_on_budget_and_says_so():
+    cfg = AdaptiveConfig(target=Target.data_needed(0.05), tolerance=1e-6, budget=60.0)
+    state, records, _, d = _study(cfg)
+    assert d is not None and "budget" in d.reason
+    # the next size is only started when its expected cost fits in what is left
+    assert state.spent(records) <= 60.0 + 1e-9 or d.reason.startswith("budget spent")
+    assert state.choices and all(c["chosen"] is None or c["chosen"] in SIZES for c in state.choices)
+
+
+def test_next_size_is_chosen_by_gain_per_cost():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.01)  # no budget: greedy gain per cost
+    state, _, _, _ = _study(cfg, max_waves=4)  # the initial sizes' rungs, then one choice
+    assert state.choices
+    table = state.choices[0]["candidates"]
+    chosen = state.choices[0]["chosen"]
+    assert str(chosen) == max((k for k in table if table[k]["gain"] > 0), key=lambda k: table[k]["score"])
+
+
+def test_a_resumed_study_continues_without_redoing_finished_work():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.3, budget=200.0)
+    full_state, full_records, full_launched, done = _study(cfg)
+    assert done is not None
+    # the same study stopped after three waves (a killed controller), then started again from what is on disk
+    state, records, launched, _ = _study(cfg, max_waves=3)
+    saved_chosen = json.loads(json.dumps(state.to_dict()))["chosen"]  # adaptive.json round trip
+    resumed, records, launched_after, done_again = _study(cfg, records=records, chosen=saved_chosen)
+    assert done_again is not None and done_again.reason == done.reason
+    assert not set(launched) & set(launched_after)  # nothing that finished ran again
+    assert sorted(launched + launched_after) == sorted(full_launched)
+    assert resumed.chosen == full_state.chosen
+    # and a study that had finished launches nothing at all
+    _, _, nothing, d = _study(cfg, records=full_records, chosen=full_state.chosen)
+    assert nothing == [] and d is not None and d.reason == done.reason
+
+
+def test_compute_accounting():
+    assert device_seconds({"wall_time_s": 10.0, "devices": "0,1"}) == 20.0
+    assert device_seconds({"wall_time_s": 10.0, "devices": ""}) == 10.0
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.3)
+    state, records, _, _ = _study(cfg)
+    summary = state.summary(records)
+    assert summary["device_seconds"] == pytest.approx(sum(r["wall_time_s"] for r in records.values()))
+    assert 0 < summary["fraction_of_grid"] < 1
+    assert summary["stopped"] and summary["stop_reason"]
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="stopping rule"):
+        AdaptiveConfig(target=Target.error_at(10))
+    with pytest.raises(ValueError, match="rungs"):
+        AdaptiveConfig(target=Target.error_at(10), tolerance=0.1, rungs=(0.5, 0.4))
+    with pytest.raises(ValueError, match="target"):
+        Target.parse({"error_in": 3})
+    assert Target.parse({"data_needed": 0.05}) == Target.data_needed(0.05)
