@@ -6,13 +6,14 @@ by :func:`run_sweep` from notebooks and programs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -164,27 +165,39 @@ class SweepController:
                 from lightning_scaling.sweep.launcher import script_command
 
                 self.command = script_command()
-            try:
+            with self._launching():
                 if self.probe and not any(r.get("status") == "ok" for r in records.values()):
                     self._probe()
                 self._loop(todo)
-            except KeyboardInterrupt:
+        return self._conclude()
+
+    @contextlib.contextmanager
+    def _launching(self) -> Iterator[None]:
+        """Runs are in flight: any error stops them (Ctrl-C says how to resume); the launcher closes either way."""
+        try:
+            yield
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
                 self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
-                self.launcher.shutdown()
-                self._close_reporter()
-                raise
-            except BaseException:
-                self.launcher.shutdown()
-                self._close_reporter()
-                raise
-            finally:
-                self.launcher.close()
+            self.launcher.shutdown()
+            self._close_reporter()
+            raise
+        finally:
+            self.launcher.close()
+
+    def _conclude(self, adaptive: dict[str, Any] | None = None) -> SweepResult:
+        """Fit the laws on the planned runs' records, save the result, and hand it to the reporter."""
         try:
             result = self.analyse(self._planned_records())
+            if adaptive is not None:
+                result.adaptive = adaptive
             result.save(self.store.root)
         except BaseException:
             self._close_reporter()
             raise
+        if adaptive is not None:
+            self.log(f"compute: {adaptive['device_seconds']:.1f} device-seconds spent; the full grid would cost ~"
+                     f"{adaptive['grid_device_seconds_estimate']:.1f} ({adaptive['fraction_of_grid']:.0%})")
         self.log(f"result: {self.store.result_path}")
         if self.reporter is not None:
             self.reporter.finish(result, self.store)
@@ -218,7 +231,7 @@ class SweepController:
         if self.reporter is not None:
             self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
         probed = any(r.get("status") == "ok" for r in records.values())
-        try:
+        with self._launching():
             while True:
                 records = self.store.records()
                 # the result's own fit: the interval decided on is the one reported
@@ -244,32 +257,7 @@ class SweepController:
                           if (self.store.read_record(s.run_id) or {}).get("status") not in (*FINAL, "failed")]
                 if failed:  # pragma: no cover - _loop writes a failed record for every run that gave up
                     raise SweepError(f"runs left without a record: {failed}")
-        except KeyboardInterrupt:
-            self.log("interrupted: stopping runs (finished runs are kept; run the script again to resume)")
-            self.launcher.shutdown()
-            self._close_reporter()
-            raise
-        except BaseException:
-            self.launcher.shutdown()
-            self._close_reporter()
-            raise
-        finally:
-            self.launcher.close()
-        records = self.store.records()
-        try:
-            result = self.analyse(self._planned_records())
-            result.adaptive = self._adaptive_summary(state, records)
-            result.save(self.store.root)
-        except BaseException:
-            self._close_reporter()
-            raise
-        a = result.adaptive
-        self.log(f"compute: {a['device_seconds']:.1f} device-seconds spent; the full grid would cost ~"
-                 f"{a['grid_device_seconds_estimate']:.1f} ({a['fraction_of_grid']:.0%})")
-        self.log(f"result: {self.store.result_path}")
-        if self.reporter is not None:
-            self.reporter.finish(result, self.store)
-        return result
+        return self._conclude(adaptive=self._adaptive_summary(state, self.store.records()))
 
     def _law(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> Any:
         final = state.final_records(records)
