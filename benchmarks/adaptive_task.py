@@ -1,9 +1,13 @@
 """The training script of ``benchmarks/adaptive_vs_grid.py``: a ScalingSweep in an ordinary Lightning script.
 
-Teacher-student classification: inputs in 32 dimensions, labels the argmax of a fixed random
-linear teacher (4 classes); the student is an MLP whose width is the grid (width 2 is a
-bottleneck, clearly worse). A fixed number of epochs over the subset with a cosine learning-rate
-schedule over the full budget, so a run's cost grows with its data size, as in the paper's studies.
+``LS_BENCH_TASK=digits``: the README's main job (``examples/digits/train.py``: its data module,
+model and Trainer settings; 600 steps per run at every data size, so every run costs the same).
+
+``LS_BENCH_TASK=teacher`` (default): teacher-student classification: inputs in 32 dimensions,
+labels the argmax of a fixed random linear teacher (4 classes); the student is an MLP whose width
+is the grid (width 2 is a bottleneck, clearly worse). A fixed number of epochs over the subset
+with a cosine learning-rate schedule over the full budget, so a run's cost grows with its data
+size, as in the paper's studies.
 ``LS_BENCH_SWEEP`` holds the ScalingSweep keyword arguments (JSON).
 """
 
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_scaling import ScalingSweep, current_run
+from lightning_scaling import DataFraction, ScalingSweep, current_run
 
 N_FULL, N_VAL, DIM, CLASSES = 32768, 4096, 32, 4
 EPOCHS = 15
@@ -60,7 +64,27 @@ class Student(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)}
 
 
+def digits() -> None:
+    """The digits example's study, with the sweep's arguments from the benchmark."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "digits"))
+    from train import MLP, DigitsData
+
+    run = current_run()
+    torch.set_num_threads(1)
+    kwargs = json.loads(os.environ["LS_BENCH_SWEEP"])
+    sweep = ScalingSweep(monitor="val_top1_err", reporter=False, **kwargs)
+    steps = 600
+    trainer = pl.Trainer(accelerator="cpu", devices=1, callbacks=[sweep], logger=False, max_steps=steps,
+                         max_epochs=-1, val_check_interval=steps // 12, check_val_every_n_epoch=None,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(MLP(width=run.param("width", default=128)), datamodule=DataFraction(DigitsData()))
+    if run.is_controller:
+        print(sweep.result.summary(), file=sys.stderr)
+
+
 def main() -> None:
+    if os.environ.get("LS_BENCH_TASK", "teacher") == "digits":
+        return digits()
     run = current_run()
     torch.set_num_threads(1)
     kwargs = json.loads(os.environ["LS_BENCH_SWEEP"])

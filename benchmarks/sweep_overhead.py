@@ -5,12 +5,15 @@ The same N runs (equal cost: a fixed number of steps, one per data fraction), me
 (a) back to back in one process (one ``python`` process: its imports once, then the N runs),
 (b) by the sweep with 1 slot,
 (c) by the sweep with 2 slots,
-(d) by the sweep with 2 slots, runs started as new processes instead of by the fork server.
+(d) by the sweep with 2 slots, runs started as new processes instead of by the fork server,
+(e) two copies of (a) at once, each with half the runs: what two parallel workers get from this
+    machine without any sweep (shared caches, memory bandwidth, CPU frequency), the ceiling for (c).
 
 Each is timed as a whole ``python`` command, as a user would run it. Prints the overhead per run,
 (b - a) / N, split into the sweep's fixed cost (controller start and final analysis, read off the
-run records) and the gap between consecutive runs in a slot; and the parallel ratio c / (a / 2).
-Target: (c) within 1.1x of (a)/2 for runs of >= 20 s. Run from the repository root:
+run records) and the gap between consecutive runs in a slot; the parallel ratio c / (a / 2); and its split into
+the machine's share e / (a / 2) and the sweep's share c / e. Target: (c) within 1.1x of (a)/2 for
+runs of >= 20 s. Run from the repository root:
 
     python benchmarks/sweep_overhead.py [--seconds-per-run 20] [--runs 8]
 
@@ -98,29 +101,36 @@ def task(args: argparse.Namespace) -> None:
     trainer.fit(model, datamodule=data)
 
 
-def in_process(runs: int, steps: int, root: str) -> float:
-    """The same runs back to back in this process, subsets through DataFraction as in the sweep."""
+def in_process(runs: int, steps: int, root: str, part: int = 0, parts: int = 1) -> float:
+    """The same runs back to back in this process (every ``parts``-th from ``part``), subsets through
+    DataFraction as in the sweep."""
     from lightning_scaling import DataFraction
 
     fractions, seeds = _layout(runs)
+    todo = [f for _ in range(seeds) for f in fractions][part::parts]
     t0 = time.perf_counter()
-    for _ in range(seeds):
-        for f in fractions:
-            model, data, trainer = _task_objects(steps, root, [])
-            trainer.fit(model, datamodule=DataFraction(data, fraction=f))
+    for f in todo:
+        model, data, trainer = _task_objects(steps, root, [])
+        trainer.fit(model, datamodule=DataFraction(data, fraction=f))
     return time.perf_counter() - t0
 
 
-def one_process(runs: int, steps: int) -> float:
-    """(a): one python command that imports once and trains the N runs back to back."""
-    root = tempfile.mkdtemp(prefix="ls-overhead-a-")
-    cmd = [sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps), "--sweep-dir", root]
+def one_process(runs: int, steps: int, parts: int = 1) -> float:
+    """(a): one python command that imports once and trains the N runs back to back; with ``parts=2``,
+    (e): two such commands at once, each with every other run."""
+    roots = [tempfile.mkdtemp(prefix="ls-overhead-a-") for _ in range(parts)]
+    cmds = [[sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps), "--sweep-dir",
+             root, "--part", f"{i}/{parts}"] for i, root in enumerate(roots)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    procs = [subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for cmd in cmds]
+    errors = [p.communicate()[1] for p in procs]
     wall = time.perf_counter() - t0
-    shutil.rmtree(root, ignore_errors=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"the in-process runs failed:\n{proc.stderr[-3000:]}")
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+    for p, err in zip(procs, errors, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"the in-process runs failed:\n{err[-3000:]}")
     return wall
 
 
@@ -157,6 +167,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=0, help="steps per run (default: calibrated)")
     parser.add_argument("--slots", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--sweep-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds-per-run", type=float, default=20.0)
     args = parser.parse_args()
@@ -165,7 +176,8 @@ def main() -> None:
         task(args)
         return
     if args.in_process:
-        in_process(args.runs, args.steps, args.sweep_dir)
+        part, parts = (int(x) for x in args.part.split("/"))
+        in_process(args.runs, args.steps, args.sweep_dir, part, parts)
         return
     if args.runs < 4 or (args.runs > len(FRACTIONS) and args.runs % len(FRACTIONS)):
         raise SystemExit(f"--runs must be 4..{len(FRACTIONS)} or a multiple of {len(FRACTIONS)} "
@@ -183,15 +195,19 @@ def main() -> None:
     b, fixed_b, gap_b = by_sweep(args.runs, steps, slots=1)
     c, fixed_c, gap_c = by_sweep(args.runs, steps, slots=2)
     d, fixed_d, gap_d = by_sweep(args.runs, steps, slots=2, fork_server=False)
+    e = one_process(args.runs, steps, parts=2)
     shutil.rmtree(root, ignore_errors=True)
     n = args.runs
     print(f"(a) one process, back to back:  {a:8.1f} s  ({a / n:.1f} s per run, imports included once)")
     print(f"(b) sweep, 1 slot:              {b:8.1f} s  (fixed {fixed_b:.1f} s, gap between runs {gap_b:.2f} s)")
     print(f"(c) sweep, 2 slots:             {c:8.1f} s  (fixed {fixed_c:.1f} s, gap between runs {gap_c:.2f} s)")
     print(f"(d) sweep, 2 slots, no fork server: {d:4.1f} s  (fixed {fixed_d:.1f} s, gap between runs {gap_d:.2f} s)")
+    print(f"(e) two processes, half each:   {e:8.1f} s  (no sweep: the machine's own 2-worker time)")
     print(f"overhead per run, (b - a) / N: {(b - a) / n:.2f} s = fixed cost / N + gap + per-run setup")
     print(f"1-slot ratio b / a: {b / a:.3f}")
     print(f"parallel efficiency (a / 2) / c: {a / 2 / c:.3f}; c / (a / 2) = {c / (a / 2):.3f} (target <= 1.1)")
+    print(f"of which the machine's (two workers without a sweep), e / (a / 2) = {e / (a / 2):.3f}, "
+          f"and the sweep's, c / e = {c / e:.3f}")
 
 
 if __name__ == "__main__":

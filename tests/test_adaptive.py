@@ -34,8 +34,8 @@ SIZES = [125, 250, 500, 1000, 2000, 4000, 8000, 16000]
 LAW = {8: (3.0, -0.2, 0.15), 32: (2.0, -0.35, 0.02), 128: (2.0, -0.36, 0.02)}
 
 
-def _plan(seeds: int = 2) -> SweepPlan:
-    return SweepPlan.build(sizes=SIZES, grid={"hidden": [8, 32, 128]}, seeds=seeds, monitor="val_err")
+def _plan(seeds: int = 2, sizes=SIZES, widths=(8, 32, 128)) -> SweepPlan:
+    return SweepPlan.build(sizes=sizes, grid={"hidden": list(widths)}, seeds=seeds, monitor="val_err")
 
 
 def _error(size: float, hidden: int, budget: float, seed: int) -> float:
@@ -60,10 +60,10 @@ def _execute(specs, records, per_sample_s: float = 0.001):
         }
 
 
-def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, max_waves: int = 100):
-    plan = _plan()
+def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None):
+    plan = plan or _plan()
     records = {} if records is None else records
-    state = AdaptiveState(plan, cfg, chosen=list(chosen or []))
+    state = AdaptiveState(plan, cfg, chosen=list(chosen or []), added_seeds=list(added_seeds or []))
     launched = []
     for _ in range(max_waves):
         d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records))
@@ -100,7 +100,7 @@ def test_promote_stops_diverged_points():
 
 
 def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5, start_seeds=None)
     state = AdaptiveState(_plan(), cfg)
     records: dict = {}
     first, complete = state.size_progress(125, records, ROOT)
@@ -119,6 +119,57 @@ def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints
     assert stopped and stopped[0]["rung"] == 0 and "worse by" in stopped[0]["reason"]
     _execute(second, records)
     assert state.size_progress(125, records, ROOT) == ([], True)
+
+
+def test_a_size_starts_with_one_seed_and_an_added_seed_reruns_only_the_survivors_in_full():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)  # start_seeds=1: the default
+    state = AdaptiveState(_plan(seeds=3), cfg)
+    records: dict = {}
+    first, _ = state.size_progress(125, records, ROOT)
+    assert {s.seed for s in first} == {0} and len(first) == 3 and {s.rung for s in first} == {0}
+    _execute(first, records)
+    second, _ = state.size_progress(125, records, ROOT)
+    survivors = {s.params["hidden"] for s in second}
+    assert 8 not in survivors and {s.seed for s in second} == {0}
+    _execute(second, records)
+    assert state.size_progress(125, records, ROOT) == ([], True)
+    state.added_seeds.append(125)  # the study chose another seed here
+    extra, complete = state.size_progress(125, records, ROOT)
+    assert not complete and {s.seed for s in extra} == {1} and {s.params["hidden"] for s in extra} == survivors
+    # the last rung's record of the grid run, trained from scratch to the end: no checkpoint in or out
+    assert all(s.run_id == s.base_id and s.rung == 1 and s.budget == 1.0 and s.resume_from is None
+               and s.save_checkpoint is None for s in extra)
+    _execute(extra, records)
+    assert state.size_progress(125, records, ROOT) == ([], True)
+    assert state.seed_cost(125, records) == pytest.approx(len(survivors) * sum(state.cost_model(records)[i] * w for i, w
+                                                                               in enumerate((1.0, 125.0))))
+
+
+def test_when_every_size_has_run_the_study_buys_seeds_where_they_narrow_most():
+    sizes = [125, 250, 500, 1000]
+    plan = _plan(seeds=2, sizes=sizes)
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6)  # never met: runs out of candidates
+    state, records, launched, d = _study(cfg, plan=plan)
+    assert d is not None and "every candidate size has been run with every seed" in d.reason
+    assert sorted(state.added_seeds) == sizes  # every second seed, one at a time
+    assert [c["chosen"] for c in state.choices if c["chosen"]] == [f"{a} (+1 seed)" for a in state.added_seeds]
+    # without a budget each seed is chosen by expected narrowing per device-second
+    for choice in state.choices:
+        table = choice["candidates"]
+        if choice["chosen"]:
+            assert choice["chosen"] == max((k for k in table if table[k]["gain"] > 0), key=lambda k: table[k]["score"])
+    second = [records[i] for i in launched if records[i]["seed"] == 1]
+    assert second and all(r["rung"] == 1 and r["budget"] == 1.0 for r in second)
+    assert {r["run_id"] for r in second}.isdisjoint({i for i in launched if i.endswith("_r0")})
+
+
+def test_a_grid_of_one_point_trains_each_run_to_the_end_in_one_go():
+    plan = _plan(seeds=1, widths=(128,))
+    state = AdaptiveState(plan, AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5))
+    todo, complete = state.size_progress(125, {}, ROOT)
+    assert not complete and len(todo) == 1
+    assert todo[0].rung == 1 and todo[0].budget == 1.0 and todo[0].resume_from is None
+    assert todo[0].save_checkpoint is None and todo[0].run_id == todo[0].base_id
 
 
 # -- data-size selection ------------------------------------------------------------------------------
@@ -163,7 +214,8 @@ def test_size_selection_stops_on_budget_and_says_so():
     assert d is not None and "budget" in d.reason
     # the next size is only started when its expected cost fits in what is left
     assert state.spent(records) <= 60.0 + 1e-9 or d.reason.startswith("budget spent")
-    assert state.choices and all(c["chosen"] is None or c["chosen"] in SIZES for c in state.choices)
+    labels = {str(s) for s in SIZES} | {f"{s} (+1 seed)" for s in SIZES}
+    assert state.choices and all(c["chosen"] is None or c["chosen"] in labels for c in state.choices)
 
 
 def test_next_size_is_chosen_by_gain_per_cost():
@@ -181,14 +233,16 @@ def test_a_resumed_study_continues_without_redoing_finished_work():
     assert done is not None
     # the same study stopped after three waves (a killed controller), then started again from what is on disk
     state, records, launched, _ = _study(cfg, max_waves=3)
-    saved_chosen = json.loads(json.dumps(state.to_dict()))["chosen"]  # adaptive.json round trip
-    resumed, records, launched_after, done_again = _study(cfg, records=records, chosen=saved_chosen)
+    saved = json.loads(json.dumps(state.to_dict()))  # adaptive.json round trip
+    resumed, records, launched_after, done_again = _study(cfg, records=records, chosen=saved["chosen"],
+                                                          added_seeds=saved["added_seeds"])
     assert done_again is not None and done_again.reason == done.reason
     assert not set(launched) & set(launched_after)  # nothing that finished ran again
     assert sorted(launched + launched_after) == sorted(full_launched)
     assert resumed.chosen == full_state.chosen
     # and a study that had finished launches nothing at all
-    _, _, nothing, d = _study(cfg, records=full_records, chosen=full_state.chosen)
+    _, _, nothing, d = _study(cfg, records=full_records, chosen=full_state.chosen,
+                              added_seeds=full_state.added_seeds)
     assert nothing == [] and d is not None and d.reason == done.reason
 
 

@@ -258,3 +258,31 @@ def test_adaptive_study_halves_resumes_from_checkpoints_and_restarts_without_red
     assert set(after) == set(recs)
     assert {k: r for k, r in after.items() if k != lost} == {k: r for k, r in recs.items() if k != lost}
     assert after[lost]["resumed_from"] and after[lost]["epochs"] == 4
+
+
+def test_adaptive_study_on_a_step_budget_starts_one_seed_and_adds_seeds_as_full_runs(tmp_path):
+    # the digits example's kind of Trainer: max_steps, validation every N steps; 4 sizes = the initial ones,
+    # so once they ran the only candidates left are further seeds
+    sweep = {"fractions": [0.0625, 0.125, 0.25, 0.5], "grid": {"hidden": [8, 64]}, "seeds": 2,
+             "monitor": "val_err", "bootstrap": 100, "slots": 2, "strategy": "adaptive",
+             "target": {"error_at": 8192}, "tolerance": 1e-4, "budget": 1000, "rungs": [0.5, 1.0], "eta": 2}
+    proc = _run(tmp_path, sweep, args=["--steps", "40"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "scaling_sweeps" / "sweep_script"
+    recs = _records(folder)
+    adaptive = json.loads((folder / "adaptive.json").read_text())
+    rung0 = [r for r in recs.values() if r.get("rung") == 0]
+    assert rung0 and all(r["seed"] == 0 and r["steps"] == 20 and r["budget_limit"] == "max_steps=20"
+                         for r in rung0)
+    resumed = [r for r in recs.values() if r.get("rung") == 1 and r["seed"] == 0]
+    assert {r["fraction"] for r in resumed} == set(sweep["fractions"])
+    assert all(r["resumed_from"] and r["steps"] == 40 for r in resumed)
+    # every second seed the study bought reran only its size's survivors, from scratch to the end
+    assert sorted(adaptive["added_seeds"]) == sweep["fractions"]
+    added = [r for r in recs.values() if r["seed"] == 1]
+    assert all(r["rung"] == 1 and r["resumed_from"] is None and r["steps"] == 40 for r in added)
+    for f in sweep["fractions"]:
+        assert sorted(str(r["params"]) for r in added if r["fraction"] == f) == \
+            sorted(str(r["params"]) for r in resumed if r["fraction"] == f)
+    assert "every seed" in adaptive["stop_reason"]
+    assert all(0 < r["wall_time_s"] < 600 for r in recs.values())

@@ -119,6 +119,8 @@ class ScalingSweep(Callback):
             Trainer's ``max_epochs`` (or ``max_steps`` when set), ending at 1.0.
         eta: adaptive only: each rung keeps the best ``ceil(n / eta)`` grid points (and any within noise of the best).
         initial_sizes: adaptive only: how many of the smallest sizes run before the first fit.
+        start_seeds: adaptive only: how many of ``seeds`` a newly chosen size runs (``None``: all); the
+            study adds a further seed at a size when that narrows the interval most per device-second.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -157,6 +159,7 @@ class ScalingSweep(Callback):
         rungs: Sequence[float] = (1 / 3, 1.0),
         eta: float = 3.0,
         initial_sizes: int = 4,
+        start_seeds: int | None = 1,
     ) -> None:
         super().__init__()
         if strategy not in ("grid", "adaptive"):
@@ -167,7 +170,8 @@ class ScalingSweep(Callback):
                 raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or "
                                  "Target.data_needed(error): the prediction whose interval the study narrows")
             self.adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
-                                           rungs=tuple(rungs), eta=eta, initial=initial_sizes)
+                                           rungs=tuple(rungs), eta=eta, initial=initial_sizes,
+                                           start_seeds=start_seeds)
         elif target is not None or tolerance is not None or budget is not None:
             raise ValueError("target=, tolerance= and budget= belong to strategy='adaptive'")
         self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
@@ -367,6 +371,7 @@ class ScalingSweep(Callback):
             )
 
     def _run_setup(self, trainer: pl.Trainer) -> None:
+        self._t_start = time.time()  # a run that fails in setup is recorded with its own short wall time
         spec = self._run.spec
         assert spec is not None
         if (spec.base_id or spec.run_id) not in {r.run_id for r in self.plan.runs}:
@@ -398,7 +403,8 @@ class ScalingSweep(Callback):
         previous rung's checkpoint (weights, optimiser, loops, callbacks) when it exists."""
         loop = trainer.fit_loop
         if loop.max_steps is not None and loop.max_steps > 0:
-            loop.max_steps = max(1, math.ceil(budget * loop.max_steps - 1e-9))
+            # the fit loop reads its step limit from the epoch loop (its own max_steps has no setter)
+            loop.epoch_loop.max_steps = max(1, math.ceil(budget * loop.max_steps - 1e-9))
             self._budget_desc = f"max_steps={loop.max_steps}"
         elif loop.max_epochs is not None and loop.max_epochs > 0:
             loop.max_epochs = max(1, math.ceil(budget * loop.max_epochs - 1e-9))

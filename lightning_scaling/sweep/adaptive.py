@@ -119,6 +119,10 @@ class AdaptiveConfig:
         margin: a grid point within ``margin`` (relative) of the best is never stopped.
         noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
         initial: number of smallest candidate sizes run before the first fit (at least 4).
+        start_seeds: how many of the sweep's seeds a newly chosen size runs (its successive
+            halving); ``None``: all. Another seed at a size is then one more candidate of the size
+            selection (it reruns only the size's surviving grid points, at the full budget), chosen
+            when it narrows the target's interval more per device-second than a new size does.
         bootstrap: bootstrap replicates of the fits that decide (the controller uses the result's own fit).
     """
 
@@ -127,9 +131,10 @@ class AdaptiveConfig:
     budget: float | None = None
     rungs: tuple[float, ...] = (1 / 3, 1.0)
     eta: float = 3.0
-    margin: float = 0.02
+    margin: float = 0.05
     noise_z: float = 2.0
     initial: int = 4
+    start_seeds: int | None = 1
     bootstrap: int = 200
 
     def __post_init__(self) -> None:
@@ -153,11 +158,13 @@ class AdaptiveConfig:
         if not (isinstance(self.initial, int) and self.initial >= 4):
             raise ValueError(f"initial must be an integer >= 4 (a law with an interval needs 4 sizes), "
                              f"got {self.initial!r}")
+        if self.start_seeds is not None and not (isinstance(self.start_seeds, int) and self.start_seeds >= 1):
+            raise ValueError(f"start_seeds must be a positive number of seeds or None (all), got {self.start_seeds!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": {self.target.kind: self.target.value}, "tolerance": self.tolerance, "budget": self.budget,
                 "rungs": list(self.rungs), "eta": self.eta, "margin": self.margin, "noise_z": self.noise_z,
-                "initial": self.initial, "bootstrap": self.bootstrap}
+                "initial": self.initial, "start_seeds": self.start_seeds, "bootstrap": self.bootstrap}
 
 
 def rung_id(run_id: str, rung: int, n_rungs: int) -> str:
@@ -194,30 +201,42 @@ def promote(
     """Which grid points go on to the next rung, and why the others stop.
 
     ``scores`` maps each grid point to its seeds' errors at the rung (lower is better; a diverged or
-    failed seed is ``inf``). The best ``ceil(n / eta)`` grid points by mean error go on; of the rest,
-    any whose mean is within ``max(margin * best, noise_z * se)`` of the best also goes on, where
-    ``se`` is the standard error of a difference of two means, from the seeds' pooled variance (0
-    with one seed). A point with no finite error is always stopped.
+    failed seed is ``inf``). Errors are compared as ratios, on a log scale, because seed noise grows
+    with the error itself (a 0.30 vs 0.32 gap is noise where 0.010 vs 0.012 is not). With
+    ``d = mean(log err) - mean(log err of the best)``, the best ``ceil(n / eta)`` grid points go on,
+    and so does any other point with ``d <= max(log(1 + margin), noise_z * se)``, where ``se`` is
+    the standard error of a difference of two means from the seeds' pooled variance of log errors
+    (0 with one seed). A point with no finite error is always stopped. (Errors that are not all
+    positive, e.g. a loss that can be negative, are compared as plain differences, the margin
+    relative to the best.)
 
-    >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.02,
+    >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.05,
     ...                     noise_z=2.0)
     >>> keep, sorted(why)   # w32 is within two standard errors of the seeds' noise of the best: it goes on
     (['w128', 'w32'], ['w8'])
     """
-    means = {k: (float(np.mean(v)) if v and all(math.isfinite(x) for x in v) else math.inf)
-             for k, v in scores.items()}
+    finite_all = [x for v in scores.values() for x in v if math.isfinite(x)]
+    use_log = bool(finite_all) and min(finite_all) > 0
+
+    def tr(x: float) -> float:
+        return math.log(x) if use_log else x
+
+    values = {k: ([tr(x) for x in v] if v and all(math.isfinite(x) for x in v) else None) for k, v in scores.items()}
+    means = {k: (float(np.mean(v)) if v is not None else math.inf) for k, v in values.items()}
     ranked = sorted(means, key=lambda k: (means[k], k))
     finite = [k for k in ranked if math.isfinite(means[k])]
     if not finite:
         return [], {k: "no finite error at this rung (diverged or failed)" for k in ranked}
     best = means[finite[0]]
-    groups = [np.asarray(scores[k], float) for k in finite if len(scores[k]) >= 2]
+    groups = [np.asarray(values[k], float) for k in finite if len(values[k] or []) >= 2]
     dof = sum(len(g) - 1 for g in groups)
     pooled = math.sqrt(sum(float(np.sum((g - g.mean()) ** 2)) for g in groups) / dof) if dof else 0.0
     n_seeds = min(len(scores[k]) for k in finite)
     se = pooled * math.sqrt(2.0 / n_seeds)
-    slack = max(margin * abs(best), noise_z * se)
+    rel = math.log1p(margin) if use_log else margin * abs(best)
+    slack = max(rel, noise_z * se)
     top = max(1, math.ceil(len(scores) / eta))
+    unit = "log error" if use_log else "error"
     keep, why = [], {}
     for rank, k in enumerate(ranked):
         m = means[k]
@@ -226,8 +245,11 @@ def promote(
         elif rank < top or m - best <= slack:
             keep.append(k)
         else:
-            why[k] = (f"rank {rank + 1}/{len(ranked)}: mean error {m:.4g} vs best {best:.4g}, worse by "
-                      f"{m - best:.3g} > margin {slack:.3g} (relative {margin:g}, {noise_z:g} x seed s.e. {se:.3g})")
+            shown = math.exp(m) if use_log else m
+            ref = math.exp(best) if use_log else best
+            why[k] = (f"rank {rank + 1}/{len(ranked)}: {'geometric ' if use_log else ''}mean error {shown:.4g} vs best "
+                      f"{ref:.4g}, worse by {m - best:.3g} in {unit} > margin {slack:.3g} (relative {margin:g}, "
+                      f"{noise_z:g} x seed s.e. {se:.3g})")
     return keep, why
 
 
@@ -367,6 +389,7 @@ class AdaptiveState:
     plan: SweepPlan
     config: AdaptiveConfig
     chosen: list[Any] = field(default_factory=list)
+    added_seeds: list[Any] = field(default_factory=list)  # one entry (the size) per seed added at a size
     choices: list[dict[str, Any]] = field(default_factory=list)
     stopped: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_reason: str | None = None
@@ -381,8 +404,23 @@ class AdaptiveState:
         """Candidate sizes (fractions or sample counts), smallest first."""
         return sorted(self.plan.fractions or self.plan.sizes or [])
 
+    @property
+    def start_seeds(self) -> list[int]:
+        """The seeds a newly chosen size runs (its successive halving)."""
+        k = self.config.start_seeds
+        return list(self.plan.seeds if k is None else self.plan.seeds[:k])
+
+    def seeds_at(self, amount: Any) -> list[int]:
+        """The seeds run at a size: the start seeds, then one more per seed the study added there."""
+        return list(self.plan.seeds[: len(self.start_seeds) + self.added_seeds.count(amount)])
+
     def specs_at(self, amount: Any) -> list[RunSpec]:
         return [s for s in self.plan.runs if self.amount(s) == amount]
+
+    @property
+    def first_rung(self) -> int:
+        """0, or the last rung when the grid has one point (nothing to choose between: no short rungs)."""
+        return 0 if len(self.plan.grid_points) > 1 else len(self.config.rungs) - 1
 
     def rung_spec(self, spec: RunSpec, rung: int, root: str) -> RunSpec:
         """The spec of ``rung`` of a grid run: its budget, the checkpoint it writes, the one it resumes."""
@@ -391,22 +429,30 @@ class AdaptiveState:
         return replace(spec, run_id=rung_id(spec.run_id, rung, n), base_id=spec.run_id, rung=rung,
                        budget=self.config.rungs[rung],
                        save_checkpoint=ckpt.format(rung) if rung < n - 1 else None,
-                       resume_from=ckpt.format(rung - 1) if rung > 0 else None)
+                       resume_from=ckpt.format(rung - 1) if rung > self.first_rung else None)
+
+    def full_spec(self, spec: RunSpec) -> RunSpec:
+        """An added seed of a surviving grid point: the last rung's record, trained from scratch to the end."""
+        n = len(self.config.rungs)
+        return replace(spec, run_id=spec.run_id, base_id=spec.run_id, rung=n - 1, budget=1.0,
+                       save_checkpoint=None, resume_from=None)
 
     # -- decisions ---------------------------------------------------------------------------------
     def size_progress(self, amount: Any, records: Mapping[str, Mapping[str, Any]], root: str
                       ) -> tuple[list[RunSpec], bool]:
-        """Runs to launch now at one size (successive halving), and whether the size is complete."""
+        """Runs to launch now at one size (successive halving over the start seeds, then the surviving
+        grid points for any added seed), and whether the size is complete."""
         n = len(self.config.rungs)
-        specs = self.specs_at(amount)
+        start = set(self.start_seeds)
+        specs = [s for s in self.specs_at(amount) if s.seed in start]
         alive = {json_key(s.params) for s in specs}
-        for rung in range(n):
+        for rung in range(self.first_rung, n):
             todo = [self.rung_spec(s, rung, root) for s in specs if json_key(s.params) in alive]
             todo_left = [t for t in todo if (records.get(t.run_id) or {}).get("status") not in FINAL]
             if todo_left:
                 return todo_left, False
             if rung == n - 1:
-                return [], True
+                break
             scores: dict[str, list[float]] = {}
             for t in todo:
                 rec = records[t.run_id]
@@ -419,7 +465,10 @@ class AdaptiveState:
                 self.stopped[f"{amount}|{k}"] = {"size": amount, "params": k, "rung": rung,
                                                  "budget": self.config.rungs[rung], "reason": reason}
             alive = set(keep)
-        return [], True  # pragma: no cover - the loop returns at the last rung
+        added = set(self.seeds_at(amount)) - start
+        extra = [self.full_spec(s) for s in self.specs_at(amount) if s.seed in added and json_key(s.params) in alive]
+        extra_left = [t for t in extra if (records.get(t.run_id) or {}).get("status") not in FINAL]
+        return extra_left, not extra_left
 
     def decide(self, records: Mapping[str, Mapping[str, Any]], root: str, law: Any | Callable[[], Any],
                spent: float) -> Decision:
@@ -455,9 +504,12 @@ class AdaptiveState:
             return self._stop(f"budget spent: {spent:.1f} of {cfg.budget:g} device-seconds "
                               f"(interval width {width:.3g})")
         left = [a for a in self.amounts if a not in self.chosen]
-        if not left:
-            return self._stop(f"every candidate size has been run (interval width {width:.3g})")
-        costs = {a: self.expected_cost(a, records) for a in left}
+        costs: dict[Any, float] = {a: self.expected_cost(a, records) for a in left}
+        # another seed at a size already run: one more measurement there, for its surviving grid points only
+        costs.update({("seed", a): self.seed_cost(a, records) for a in self.chosen
+                      if len(self.seeds_at(a)) < len(self.plan.seeds)})
+        if not costs:
+            return self._stop(f"every candidate size has been run with every seed (interval width {width:.3g})")
         if cfg.budget is not None:
             affordable = {a: c for a, c in costs.items() if spent + c <= cfg.budget}
             if not affordable:
@@ -466,14 +518,18 @@ class AdaptiveState:
                                   f"{spent:.1f} of {cfg.budget:g} are spent (interval width {width:.3g})")
             costs = affordable
         train = self.train_sizes(records)
-        candidates = {a: train.get(a, self._guess_train_size(a, train)) for a in costs}
+        candidates = {k: train.get(_size_of(k), self._guess_train_size(_size_of(k), train)) for k in costs}
         remaining = None if cfg.budget is None else cfg.budget - spent
         best, table = choose_next_size(fit, candidates, costs, cfg.target, remaining)
-        self.choices.append({"after": list(self.chosen), "width": width,
-                             "candidates": {str(k): v for k, v in table.items()}, "chosen": best})
+        self.choices.append({"after": list(self.chosen), "added_seeds": list(self.added_seeds), "width": width,
+                             "candidates": {_key_label(k): v for k, v in table.items()},
+                             "chosen": None if best is None else _key_label(best)})
         if best is None:
-            return self._stop(f"no remaining size is expected to narrow the interval (width {width:.3g})")
-        self.chosen.append(best)
+            return self._stop(f"no remaining size or seed is expected to narrow the interval (width {width:.3g})")
+        if isinstance(best, tuple):
+            self.added_seeds.append(best[1])
+        else:
+            self.chosen.append(best)
         return self.decide(records, root, fit, spent)
 
     def _stop(self, reason: str) -> Decision:
@@ -534,16 +590,27 @@ class AdaptiveState:
 
     def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Expected device-seconds of one size under successive halving, from the cost model and the
-        survivors per rung seen so far (every seed; a continued rung pays only its extra budget)."""
+        survivors per rung seen so far (every start seed; a continued rung pays only its extra budget)."""
         a, b = self.cost_model(records)
         train = self.train_sizes(records)
         m = train.get(amount, self._guess_train_size(amount, train))
-        seeds = len(self.plan.seeds)
+        seeds = len(self.start_seeds)
         total, prev = 0.0, 0.0
         for rung, frac in enumerate(self.config.rungs):
-            total += self.survivors(rung, records) * seeds * (a + b * (frac - prev) * m)
-            prev = frac
+            if rung >= self.first_rung:
+                total += self.survivors(rung, records) * seeds * (a + b * (frac - prev) * m)
+                prev = frac
         return total
+
+    def seed_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Expected device-seconds of one more seed at a size run: its surviving grid points, full budget."""
+        a, b = self.cost_model(records)
+        train = self.train_sizes(records)
+        m = train.get(amount, self._guess_train_size(amount, train))
+        n = len(self.config.rungs)
+        ids = {s.run_id for s in self.specs_at(amount)}
+        points = {json_key(r.get("params") or {}) for k, r in records.items() if k in ids and r.get("rung") == n - 1}
+        return max(len(points), 1) * (a + b * m)
 
     def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Estimated device-seconds of the full grid (every planned run at the full budget)."""
@@ -581,7 +648,8 @@ class AdaptiveState:
                                         bootstrap=self.config.bootstrap).law
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "chosen": self.chosen, "stop_reason": self.stop_reason,
+        return {"config": self.config.to_dict(), "chosen": self.chosen, "added_seeds": self.added_seeds,
+                "stop_reason": self.stop_reason,
                 "stopped": list(self.stopped.values()), "choices": self.choices, "history": self.history}
 
     def summary(self, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -591,6 +659,15 @@ class AdaptiveState:
         return {**self.to_dict(), "device_seconds": spent, "grid_device_seconds_estimate": grid,
                 "fraction_of_grid": spent / grid if grid > 0 else math.nan,
                 "runs": len(self.study_records(records))}
+
+
+def _size_of(key: Any) -> Any:
+    """The size of a candidate key: a size, or ``("seed", size)`` for another seed there."""
+    return key[1] if isinstance(key, tuple) else key
+
+
+def _key_label(key: Any) -> str:
+    return f"{key[1]} (+1 seed)" if isinstance(key, tuple) else str(key)
 
 
 def json_key(params: Mapping[str, Any]) -> str:

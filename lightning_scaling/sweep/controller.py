@@ -216,6 +216,8 @@ class SweepController:
             self.log("adaptive settings changed since the last start: the sizes chosen so far are kept")
         state = AdaptiveState(self.plan, cfg, chosen=[c for c in saved.get("chosen", [])
                                                       if c in (self.plan.fractions or self.plan.sizes or [])],
+                              added_seeds=[c for c in saved.get("added_seeds", [])
+                                           if c in (self.plan.fractions or self.plan.sizes or [])],
                               choices=list(saved.get("choices", [])))
         self._adaptive_state = state
         root = str(self.store.root)
@@ -392,6 +394,7 @@ def run_sweep(
     rungs: Sequence[float] = (1 / 3, 1.0),
     eta: float = 3.0,
     initial_sizes: int = 4,
+    start_seeds: int | None = 1,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -421,7 +424,8 @@ def run_sweep(
         if target is None:
             raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or Target.data_needed(error)")
         adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
-                                  rungs=tuple(rungs), eta=eta, initial=initial_sizes)
+                                  rungs=tuple(rungs), eta=eta, initial=initial_sizes,
+                                  start_seeds=start_seeds)
     dotted = any("." in k for k in plan.grid)
     live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
 

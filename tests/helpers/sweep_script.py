@@ -95,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=None, help="a step budget (validation every steps // 4)")
     args = parser.parse_args()
 
     run = current_run()
@@ -134,8 +135,10 @@ def main() -> None:
         kwargs["reporter"] = WandbReporter(project="ls-test", **options)
     sweep = ScalingSweep(**kwargs)
     ddp = os.environ.get("LS_TEST_DDP") == "1"
+    budget = ({"max_steps": args.steps, "max_epochs": -1, "val_check_interval": max(args.steps // 4, 1),
+               "check_val_every_n_epoch": None} if args.steps else {"max_epochs": args.epochs})
     trainer = pl.Trainer(
-        default_root_dir=args.root, max_epochs=args.epochs, accelerator="cpu",
+        default_root_dir=args.root, **budget, accelerator="cpu",
         devices=2 if ddp else 1, strategy="ddp" if ddp else "auto", callbacks=[sweep],
         logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
