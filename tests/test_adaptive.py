@@ -60,13 +60,16 @@ def _execute(specs, records, per_sample_s: float = 0.001):
         }
 
 
-def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None):
+def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None,
+           slots: int = 1, waves=None):
     plan = plan or _plan()
     records = {} if records is None else records
     state = AdaptiveState(plan, cfg, chosen=list(chosen or []), added_seeds=list(added_seeds or []))
     launched = []
     for _ in range(max_waves):
-        d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records))
+        d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records), slots=slots)
+        if waves is not None and d.launch:
+            waves.append([s.run_id for s in d.launch])
         if d.done:
             return state, records, launched, d
         launched += [s.run_id for s in d.launch]
@@ -216,6 +219,22 @@ def test_size_selection_stops_on_budget_and_says_so():
     assert state.spent(records) <= 60.0 + 1e-9 or d.reason.startswith("budget spent")
     labels = {str(s) for s in SIZES} | {f"{s} (+1 seed)" for s in SIZES}
     assert state.choices and all(c["chosen"] is None or c["chosen"] in labels for c in state.choices)
+
+
+def test_with_free_slots_a_budgeted_study_starts_more_of_its_plan_at_once():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=120.0)
+    one_waves: list = []
+    one, _, _, d1 = _study(cfg, waves=one_waves)
+    four_waves: list = []
+    four, four_records, launched, d4 = _study(cfg, slots=4, waves=four_waves)
+    assert d1 is not None and d4 is not None
+    assert not any("also_started" in c for c in one.choices)  # one slot: one step per decision
+    also = [c for c in four.choices if "also_started" in c]
+    assert also, "with 4 free slots a later member of the plan should start beside the chosen step"
+    assert len(four_waves) < len(one_waves)  # fewer decisions, fewer idle slots
+    assert len(launched) == len(set(launched))  # nothing launched twice
+    # still within the budget, give or take the last step's estimate
+    assert four.spent(four_records) <= 120.0 * 1.2
 
 
 def test_next_size_is_chosen_by_gain_per_cost():

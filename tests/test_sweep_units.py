@@ -254,3 +254,22 @@ def test_a_grid_point_whose_error_does_not_fall_is_named_not_fitted():
     assert list(res.per_grid) == ["hidden=64"]
     assert any("hidden=4: the error does not fall with data" in n for n in res.notes)
     assert res.law.exponent == pytest.approx(-0.3, abs=0.01)
+
+
+def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
+    from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
+    from lightning_scaling.sweep.controller import SweepController
+
+    plan = SweepPlan.build(sizes=[100, 200, 400, 800], grid={"hidden": [8, 32]}, monitor="val_err")
+    seen: list[list[str]] = []
+
+    class Reporter:
+        def update(self, records):
+            seen.append([r["run_id"] for r in records])
+
+    ctrl = SweepController(plan, SweepStore(tmp_path), reporter=Reporter(),  # type: ignore[arg-type]
+                           adaptive=AdaptiveConfig(target=Target.error_at(10_000), tolerance=0.1))
+    run_id = plan.runs[0].run_id
+    ctrl._keep({"run_id": f"{run_id}_r0", "status": "ok", "best_value": 0.5})  # a third of the budget: not a point
+    ctrl._keep({"run_id": run_id, "status": "ok", "best_value": 0.3})
+    assert seen == [[run_id]]

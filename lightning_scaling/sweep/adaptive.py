@@ -202,13 +202,13 @@ def promote(
 
     ``scores`` maps each grid point to its seeds' errors at the rung (lower is better; a diverged or
     failed seed is ``inf``). Errors are compared as ratios, on a log scale, because seed noise grows
-    with the error itself (a 0.30 vs 0.32 gap is noise where 0.010 vs 0.012 is not). With
+    with the error itself (a gap of 0.02 is noise between 0.30 and 0.32, not between 0.01 and 0.03). With
     ``d = mean(log err) - mean(log err of the best)``, the best ``ceil(n / eta)`` grid points go on,
     and so does any other point with ``d <= max(log(1 + margin), noise_z * se)``, where ``se`` is
     the standard error of a difference of two means from the seeds' pooled variance of log errors
-    (0 with one seed). A point with no finite error is always stopped. (Errors that are not all
-    positive, e.g. a loss that can be negative, are compared as plain differences, the margin
-    relative to the best.)
+    (0 with one seed: then the margin alone decides). A point with no finite error is always
+    stopped. (Errors that are not all positive, e.g. a loss that can be negative, are compared as
+    plain differences, the margin relative to the best.)
 
     >>> keep, why = promote({"w8": [0.30, 0.32], "w32": [0.12, 0.13], "w128": [0.11, 0.12]}, eta=3, margin=0.05,
     ...                     noise_z=2.0)
@@ -471,13 +471,16 @@ class AdaptiveState:
         return extra_left, not extra_left
 
     def decide(self, records: Mapping[str, Mapping[str, Any]], root: str, law: Any | Callable[[], Any],
-               spent: float) -> Decision:
+               spent: float, slots: int | Callable[[], int] = 1) -> Decision:
         """The next step: runs to launch, or stop (with the reason).
 
         ``law`` is the current law (the result's ``LearningCurveFit`` of the best model per size, with
         its bootstrap replicates: the decisions use the same fit and interval that are reported), or
         a callable computing it (called only when a decision needs it); ``spent`` is the
-        device-seconds spent so far.
+        device-seconds spent so far. ``slots``: runs that can start now (or a callable returning it,
+        called only when needed); with a budget, when the chosen step launches fewer, further
+        members of the budget's plan start with it (they were going to be run, and a slot would
+        otherwise idle until the next decision).
         """
         cfg = self.config
         if not self.chosen:
@@ -526,11 +529,28 @@ class AdaptiveState:
                              "chosen": None if best is None else _key_label(best)})
         if best is None:
             return self._stop(f"no remaining size or seed is expected to narrow the interval (width {width:.3g})")
-        if isinstance(best, tuple):
-            self.added_seeds.append(best[1])
+        self._take(best)
+        decision = self.decide(records, root, fit, spent)
+        if remaining is not None and not decision.done:
+            slots = slots() if callable(slots) else slots
+            plan = sorted((k for k in table if table[k].get("in_plan") and k != best),
+                          key=lambda k: (-table[k]["gain"], table[k]["cost"], _key_label(k)))
+            also = []
+            for key in plan:
+                if len(decision.launch) >= slots:
+                    break
+                self._take(key)
+                also.append(_key_label(key))
+                decision.launch += self.size_progress(_size_of(key), records, root)[0]
+            if also:
+                self.choices[-1]["also_started"] = also
+        return decision
+
+    def _take(self, key: Any) -> None:
+        if isinstance(key, tuple):
+            self.added_seeds.append(key[1])
         else:
-            self.chosen.append(best)
-        return self.decide(records, root, fit, spent)
+            self.chosen.append(key)
 
     def _stop(self, reason: str) -> Decision:
         self.stop_reason = reason

@@ -100,6 +100,7 @@ class SweepController:
         self._durations: list[float] = []
         self._status: dict[str, str | None] = {}
         self._records: dict[str, dict[str, Any]] = {}
+        self._planned_ids = {s.run_id for s in plan.runs}
         self.adaptive = adaptive
         self._adaptive_state: AdaptiveState | None = None
 
@@ -238,7 +239,7 @@ class SweepController:
                 records = self.store.records()
                 # the result's own fit: the interval decided on is the one reported
                 decision = state.decide(records, root, lambda recs=records: self._law(state, recs),
-                                        state.spent(records))
+                                        state.spent(records), slots=lambda: max(1, self.launcher.capacity))
                 atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
                 if decision.done:
                     self.log(f"adaptive study stopped: {decision.reason}")
@@ -273,6 +274,10 @@ class SweepController:
         return [r for k, r in self.store.records().items() if k in planned]
 
     def _keep(self, record: dict[str, Any]) -> None:
+        # an adaptive study's earlier rungs trained on part of the budget: on disk, but neither fitted nor
+        # reported live (the final result leaves them out too)
+        if record["run_id"] not in self._planned_ids:
+            return
         self._records[record["run_id"]] = record
         if self.reporter is not None:
             self.reporter.update(list(self._records.values()))
