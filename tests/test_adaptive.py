@@ -55,7 +55,8 @@ def _execute(specs, records, per_sample_s: float = 0.001):
         records[s.run_id] = {
             "run_id": s.run_id, "base_id": s.base_id, "rung": s.rung, "budget": s.budget, "status": "ok",
             "fraction": None, "size": s.size, "train_size": float(s.size), "num_samples": s.size,
-            "params": s.params, "seed": s.seed, "best_value": _error(s.size, s.params["hidden"], s.budget, s.seed),
+            "params": s.params, "seed": s.seed, "resumed_from": s.resume_from,
+            "best_value": _error(s.size, s.params["hidden"], s.budget, s.seed),
             "wall_time_s": 0.5 + per_sample_s * s.size * (s.budget - done_before), "devices": "",
         }
 
@@ -235,6 +236,17 @@ def test_with_free_slots_a_budgeted_study_starts_more_of_its_plan_at_once():
     assert len(launched) == len(set(launched))  # nothing launched twice
     # still within the budget, give or take the last step's estimate
     assert four.spent(four_records) <= 120.0 * 1.2
+
+
+def test_a_budget_is_planned_with_the_cost_models_upper_estimate():
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=60.0)
+    state, records, _, _ = _study(cfg)
+    assert state.cost_margin(records) == pytest.approx(1.0)  # the fake runs cost exactly a + b * size
+    # run times scattering by +-10% around the model: plan with ~20% headroom, so the cap holds
+    noisy = {k: {**r, "wall_time_s": r["wall_time_s"] * (1.1 if i % 2 else 0.9)}
+             for i, (k, r) in enumerate(sorted(records.items()))}
+    assert 1.1 < state.cost_margin(noisy) < 1.3
+    assert AdaptiveState(_plan(), cfg).cost_margin({}) == 1.0
 
 
 def test_next_size_is_chosen_by_gain_per_cost():

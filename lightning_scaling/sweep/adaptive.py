@@ -514,11 +514,15 @@ class AdaptiveState:
         if not costs:
             return self._stop(f"every candidate size has been run with every seed (interval width {width:.3g})")
         if cfg.budget is not None:
+            # the budget is a cap: plan with the cost model's upper estimate (run times scatter around it)
+            margin = self.cost_margin(records)
+            costs = {k: c * margin for k, c in costs.items()}
             affordable = {a: c for a, c in costs.items() if spent + c <= cfg.budget}
             if not affordable:
                 cheapest = min(costs.values())
-                return self._stop(f"budget: the cheapest remaining size would cost ~{cheapest:.1f} device-seconds, "
-                                  f"{spent:.1f} of {cfg.budget:g} are spent (interval width {width:.3g})")
+                return self._stop(f"budget: the cheapest remaining size or seed would cost ~{cheapest:.1f} "
+                                  f"device-seconds, {spent:.1f} of {cfg.budget:g} are spent (interval width "
+                                  f"{width:.3g})")
             costs = affordable
         train = self.train_sizes(records)
         candidates = {k: train.get(_size_of(k), self._guess_train_size(_size_of(k), train)) for k in costs}
@@ -571,15 +575,16 @@ class AdaptiveState:
         per_fraction = [v / k for k, v in known.items() if isinstance(k, int | float) and k]
         return float(amount) * (float(np.mean(per_fraction)) if per_fraction else 1.0)
 
+    def _trained(self, r: Mapping[str, Any]) -> float:
+        """The share of the full training budget a record trained (a continued rung: only its extra)."""
+        rung, budget = r.get("rung"), float(r.get("budget") or 1.0)
+        if r.get("resumed_from") and isinstance(rung, int) and 0 < rung <= len(self.config.rungs):
+            return budget - self.config.rungs[rung - 1]
+        return budget
+
     def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
         """Device-seconds of one run as ``a + b * budget * train_size``, least squares on the records."""
-        def trained(r: Mapping[str, Any]) -> float:  # the share of the full budget this record trained
-            rung, budget = r.get("rung"), float(r.get("budget") or 1.0)
-            if r.get("resumed_from") and isinstance(rung, int) and 0 < rung <= len(self.config.rungs):
-                return budget - self.config.rungs[rung - 1]
-            return budget
-
-        pts = [(trained(r) * float(r["train_size"]), device_seconds(r))
+        pts = [(self._trained(r) * float(r["train_size"]), device_seconds(r))
                for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
         if not pts:
             return 0.0, 1.0
@@ -590,6 +595,20 @@ class AdaptiveState:
         if a < 0 or b < 0:
             b, a = max(float(np.sum(u * t) / np.sum(u * u)), 0.0), 0.0
         return float(max(a, 0.0)), float(max(b, 0.0))
+
+    def cost_margin(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """``1 + 2 x`` the relative scatter of run costs around :meth:`cost_model` (at most 1.5): the
+        factor a budgeted study multiplies expected costs by, so that it stays within the budget."""
+        a, b = self.cost_model(records)
+        rel = []
+        for r in records.values():
+            if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s"):
+                expected = a + b * self._trained(r) * float(r["train_size"])
+                if expected > 0:
+                    rel.append(device_seconds(r) / expected - 1.0)
+        if len(rel) < 3:
+            return 1.0
+        return 1.0 + min(2.0 * float(np.sqrt(np.mean(np.square(rel)))), 0.5)
 
     def survivors(self, rung: int, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Grid points expected to run ``rung``: the mean over the sizes that reached it, else
