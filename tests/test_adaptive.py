@@ -209,7 +209,16 @@ def test_size_selection_stops_on_tolerance():
     assert d is not None and d.reason.startswith("tolerance met")
     assert state.history[-1]["width"] <= 0.5
     assert len(state.chosen) < len(SIZES)  # stopped before running every size
-    assert state.chosen[:4] == SIZES[:4]
+    # the smallest sizes, then (no budget) the largest candidate: an extrapolation needs the far end
+    assert state.chosen[:4] == [*SIZES[:3], SIZES[-1]]
+
+
+def test_the_last_initial_size_is_the_largest_the_budget_affords():
+    for budget, expected in ((20.0, 4000), (40.0, 8000), (60.0, 16000)):
+        cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+        state, records, _, d = _study(cfg)
+        assert state.chosen[:4] == [*SIZES[:3], expected], budget
+        assert state.spent(records) <= budget and "budget" in d.reason
 
 
 def test_size_selection_stops_on_budget_and_says_so():
@@ -251,7 +260,7 @@ def test_a_budget_is_planned_with_the_cost_models_upper_estimate():
 
 def test_next_size_is_chosen_by_gain_per_cost():
     cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.01)  # no budget: greedy gain per cost
-    state, _, _, _ = _study(cfg, max_waves=4)  # the initial sizes' rungs, then one choice
+    state, _, _, _ = _study(cfg, max_waves=5)  # the initial sizes' rungs (the last one after the others), a choice
     assert state.choices
     table = state.choices[0]["candidates"]
     chosen = state.choices[0]["chosen"]

@@ -10,8 +10,9 @@ error), and spends compute where it narrows that target's interval most:
   point that is not *clearly* worse than the best (within a margin that grows with the seeds'
   noise). The others are stopped, with the reason recorded. Survivors continue from the checkpoint
   their rung wrote, up to the full budget (the last rung), whose record is the run's final record.
-* **Data-size selection.** The study starts with the ``initial`` smallest candidate sizes, fits the
-  law, and then picks the next size by the expected shrinkage of the target's interval per unit of
+* **Data-size selection.** The study starts with ``initial`` sizes (the smallest but one, then the
+  largest the budget affords: an extrapolation needs the far end), fits the law, and then picks
+  the next size by the expected shrinkage of the target's interval per unit of
   compute (a delta-method estimate, :func:`width_ratio`, over the size's expected cost), until the
   interval's relative width is at most ``tolerance`` or the next size would exceed ``budget``
   device-seconds.
@@ -118,7 +119,9 @@ class AdaptiveConfig:
         eta: successive halving keeps the best ``ceil(n / eta)`` grid points after each rung.
         margin: a grid point within ``margin`` (relative) of the best is never stopped.
         noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
-        initial: number of smallest candidate sizes run before the first fit (at least 4).
+        initial: number of sizes run before the first fit (at least 4): the ``initial - 1`` smallest
+            candidates, then the largest one whose expected cost fits in the budget (the largest of
+            all without a budget): a far extrapolation needs the far end of the range.
         start_seeds: how many of the sweep's seeds a newly chosen size runs (its successive
             halving); ``None``: all. Another seed at a size is then one more candidate of the size
             selection (it reruns only the size's surviving grid points, at the full budget), chosen
@@ -484,13 +487,21 @@ class AdaptiveState:
         """
         cfg = self.config
         if not self.chosen:
-            self.chosen = self.amounts[: cfg.initial]
+            self.chosen = self.amounts[: cfg.initial - 1]
         launch: list[RunSpec] = []
         for a in self.chosen:
             todo, _ = self.size_progress(a, records, root)
             launch += todo
         if launch:
             return Decision(launch=launch)
+        if len(self.chosen) < cfg.initial:
+            # the last initial size: the largest affordable candidate (an extrapolation needs the far end)
+            left = [a for a in self.amounts if a not in self.chosen]
+            margin = self.cost_margin(records)
+            room = math.inf if cfg.budget is None else cfg.budget - spent
+            fits = [a for a in left if self.expected_cost(a, records) * margin <= room]
+            self.chosen.append(max(fits) if fits else left[0])
+            return self.decide(records, root, law, spent, slots)
         if self.stop_reason:
             return Decision(done=True, reason=self.stop_reason)
         fit = law() if callable(law) else law
