@@ -536,7 +536,7 @@ class AdaptiveState:
                                   f"{width:.3g})")
             costs = affordable
         train = self.train_sizes(records)
-        candidates = {k: train.get(_size_of(k), self._guess_train_size(_size_of(k), train)) for k in costs}
+        candidates = {k: self._size_in(_size_of(k), train) for k in costs}
         remaining = None if cfg.budget is None else cfg.budget - spent
         best, table = choose_next_size(fit, candidates, costs, cfg.target, remaining)
         self.choices.append({"after": list(self.chosen), "added_seeds": list(self.added_seeds), "width": width,
@@ -579,6 +579,10 @@ class AdaptiveState:
             if isinstance(r.get("train_size"), int | float):
                 out[a] = float(r["train_size"])
         return out
+
+    def _size_in(self, amount: Any, known: Mapping[Any, float]) -> float:
+        """The training-set size of a candidate: measured by its runs, else estimated."""
+        return known[amount] if amount in known else self._guess_train_size(amount, known)
 
     def _guess_train_size(self, amount: Any, known: Mapping[Any, float]) -> float:
         if self.plan.sizes:
@@ -642,8 +646,7 @@ class AdaptiveState:
         """Expected device-seconds of one size under successive halving, from the cost model and the
         survivors per rung seen so far (every start seed; a continued rung pays only its extra budget)."""
         a, b = self.cost_model(records)
-        train = self.train_sizes(records)
-        m = train.get(amount, self._guess_train_size(amount, train))
+        m = self._size_in(amount, self.train_sizes(records))
         seeds = len(self.start_seeds)
         total, prev = 0.0, 0.0
         for rung, frac in enumerate(self.config.rungs):
@@ -655,8 +658,7 @@ class AdaptiveState:
     def seed_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Expected device-seconds of one more seed at a size run: its surviving grid points, full budget."""
         a, b = self.cost_model(records)
-        train = self.train_sizes(records)
-        m = train.get(amount, self._guess_train_size(amount, train))
+        m = self._size_in(amount, self.train_sizes(records))
         n = len(self.config.rungs)
         ids = {s.run_id for s in self.specs_at(amount)}
         points = {json_key(r.get("params") or {}) for k, r in records.items() if k in ids and r.get("rung") == n - 1}
@@ -666,8 +668,7 @@ class AdaptiveState:
         """Estimated device-seconds of the full grid (every planned run at the full budget)."""
         a, b = self.cost_model(records)
         train = self.train_sizes(records)
-        return float(sum(a + b * train.get(self.amount(s), self._guess_train_size(self.amount(s), train))
-                         for s in self.plan.runs))
+        return float(sum(a + b * self._size_in(self.amount(s), train) for s in self.plan.runs))
 
     # -- records ---------------------------------------------------------------------------------
     def study_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -149,9 +149,8 @@ class SweepController:
         if self.adaptive is not None:
             return self._run_adaptive()
         records = self.store.records()
-        planned = {s.run_id for s in self.plan.runs}
         # kept in memory so reporting a finished run does not re-read every record from disk
-        self._records = {k: r for k, r in records.items() if k in planned}
+        self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
         todo = [s for s in self.plan.runs if self._status[s.run_id] not in FINAL]
         done = len(self.plan.runs) - len(todo)
@@ -223,7 +222,7 @@ class SweepController:
         self._adaptive_state = state
         root = str(self.store.root)
         records = self.store.records()
-        self._records = {k: r for k, r in records.items() if k in {s.run_id for s in self.plan.runs}}
+        self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {}
         done = sum(r.get("status") in FINAL for r in records.values())
         self.log(f"plan (adaptive, target: {cfg.target.describe()}; tolerance {cfg.tolerance}, budget "
@@ -270,8 +269,7 @@ class SweepController:
         return state.summary(records)
 
     def _planned_records(self) -> list[dict[str, Any]]:
-        planned = {s.run_id for s in self.plan.runs}
-        return [r for k, r in self.store.records().items() if k in planned]
+        return [r for k, r in self.store.records().items() if k in self._planned_ids]
 
     def _keep(self, record: dict[str, Any]) -> None:
         # an adaptive study's earlier rungs trained on part of the budget: on disk, but neither fitted nor
