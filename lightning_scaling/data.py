@@ -20,7 +20,10 @@ What you get:
 * **Iterable datasets** are never materialised. ``fraction=f`` keeps stream element ``j`` iff
   ``hash(seed, j) < f`` (Bernoulli thinning, nested in ``f``); ``size=k`` needs ``len(dataset)``
   and keeps exactly the ``k`` positions a map-style dataset of that length would keep. Counts
-  are reported as ``samples_seen`` (so far) and ``num_samples`` (one full pass).
+  are reported as ``samples_seen`` (so far) and ``num_samples`` (one full pass). ``samples_seen``
+  counts what the loader has produced, so when training stops mid-pass (``max_steps``,
+  ``limit_train_batches``) it includes batches prefetched but not trained on: Lightning's
+  one-batch lookahead, and up to ``num_workers * prefetch_factor`` batches in workers.
 * **DDP.** Lightning's ``DistributedSampler`` shards the ``Subset``: ranks get disjoint shards
   whose union is the subset. When ``k`` is not divisible by the world size, ``DistributedSampler``
   pads by repeating up to ``world_size - 1`` subset samples (with ``k < world_size`` some ranks
@@ -480,7 +483,11 @@ class FractionIterable(IterableDataset):
 
     @property
     def samples_seen(self) -> int:
-        """Samples yielded so far in this process and its workers, over all passes."""
+        """Samples yielded so far in this process and its workers, over all passes.
+
+        Counted when yielded to the loader, so it includes prefetched batches not yet trained on
+        (see the module docstring); exact at the end of every full pass.
+        """
         return self._counters.totals()[0]
 
     @property
@@ -922,7 +929,10 @@ class DataFraction(LightningDataModule):
 
     @property
     def samples_seen(self) -> int | None:
-        """Stream samples yielded so far in this process (iterable data; ``None`` for map-style)."""
+        """Stream samples yielded so far in this process (iterable data; ``None`` for map-style).
+
+        Includes batches prefetched but not yet trained on when training stops mid-pass.
+        """
         ds = self._train_dataset
         return ds.samples_seen if isinstance(ds, FractionIterable) else None
 

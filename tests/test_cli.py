@@ -53,6 +53,9 @@ def test_groups_get_a_shared_exponent_test_and_a_plot(curve_csv, tmp_path, capsy
     d = json.loads(capsys.readouterr().out)
     assert set(d["groups"]) == {"64", "256"}
     assert d["shared_exponent"]["same_exponent"] is True
+    for width, (lo, hi) in d["shared_exponent"]["alpha_intervals"].items():
+        assert lo <= d["shared_exponent"]["alphas"][width] <= hi
+    assert set(d["shared_exponent"]["alpha_intervals"]) == {"64", "256"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 

@@ -119,7 +119,8 @@ def test_custom_collate_sampler_and_hooks_survive_wrapping():
 
 @pytest.mark.slow
 @RunIf(distributed=True, skip_windows=True)
-@pytest.mark.parametrize(("n", "fraction"), [(100, 0.2), (50, 0.3)])
+# k = 20 (even: disjoint), 15 (odd: one padded repeat), 1 (tiny, k < world size: both ranks see it)
+@pytest.mark.parametrize(("n", "fraction"), [(100, 0.2), (50, 0.3), (10, 0.05)])
 def test_ddp_ranks_get_disjoint_shards_whose_union_is_the_subset(tmp_path, n, fraction):
     script = REPO / "tests" / "helpers" / "ddp_fraction_script.py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -137,6 +138,7 @@ def test_ddp_ranks_get_disjoint_shards_whose_union_is_the_subset(tmp_path, n, fr
     subset = select_indices(n, fraction=fraction, seed=3).tolist()
     k = len(subset)
     assert all(r["indices"] == subset and r["num_samples"] == k for r in ranks)
+    assert [(r["rank"], r["world_size"], r["backend"]) for r in ranks] == [(0, 2, "gloo"), (1, 2, "gloo")]
     first, second = ranks[0]["seen"], ranks[1]["seen"]
     assert sorted(set(first) | set(second)) == subset
     assert len(first) == len(second) == -(-k // 2)

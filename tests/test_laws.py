@@ -173,6 +173,14 @@ def test_broken_power_law_recovers_known_bnsl_curve():
     assert fit.rmsle < 1e-3
     assert fit.params["c1"] == pytest.approx(truth["c1"], rel=0.05)
     assert fit.params["d"] == pytest.approx(truth["d"], rel=0.05)
+    # upstream's split: only x <= 405, before the break at 613. Only the onset of the bend shows, which
+    # fixes c1 * d^(-1/f) but not c1 and d apart; everything else must still be recovered
+    early = fit_learning_curve(x[x <= 405], y[x <= 405], form="broken_power_law", bootstrap=0)
+    for name in ("gamma", "b", "c0", "f"):
+        assert early.params[name] == pytest.approx(truth[name], rel=0.01), name
+    p = early.params
+    assert math.log(p["c1"]) - math.log(p["d"]) / p["f"] == pytest.approx(
+        math.log(truth["c1"]) - math.log(truth["d"]) / truth["f"], abs=0.1)
 
 
 def test_select_form_prefers_what_extrapolates():
@@ -192,6 +200,11 @@ def test_shared_exponent_test_accepts_shared_and_rejects_different():
     same = fit_shared_exponent({"w64": curve(5, -0.3), "w256": curve(3, -0.3)}, bootstrap=100)
     assert same.same_exponent and same.beta_interval[0] < -0.3 < same.beta_interval[1]
     assert same.alphas["w64"] > same.alphas["w256"]
+    # every per-curve parameter has an interval, and it covers the truth
+    for name, alpha in (("w64", 5.0), ("w256", 3.0)):
+        lo, hi = same.alpha_intervals[name]
+        assert lo < alpha < hi and lo <= same.alphas[name] <= hi
+        assert same.gamma_intervals[name][0] <= 0.01 <= same.gamma_intervals[name][1]
     diff = fit_shared_exponent({"a": curve(5, -0.3), "b": curve(3, -0.5)}, bootstrap=0)
     assert not diff.same_exponent and diff.p_value < 1e-3
 
@@ -202,7 +215,12 @@ def test_model_size_law():
     params = 50 * m**0.7 * np.exp(rng.normal(0, 0.05, m.size))
     law = fit_model_size_law(m, params)
     assert law.intervals["beta_p"][0] < 0.7 < law.intervals["beta_p"][1]
-    assert law.predict(1e8) == pytest.approx(law.sigma * 1e8**law.beta_p)
+    best = law.predict(1e8)  # an extrapolation, with its interval
+    assert best.value == pytest.approx(law.sigma * 1e8**law.beta_p)
+    assert best.lower < 50 * 1e8**0.7 < best.upper
+    assert best.upper - best.lower < 0.3 * best.value
+    both = law.predict([1e6, 1e8])
+    assert both.value[1] == pytest.approx(best.value) and both.lower[0] < both.value[0] < both.upper[0]
 
 
 def test_joint_law_recovers_known_parameters():
@@ -217,6 +235,25 @@ def test_joint_law_recovers_known_parameters():
     assert fit.intervals["E"][0] <= fit.E <= fit.intervals["E"][1]
     nopt, dopt = fit.compute_optimal(1e22)
     assert 6 * nopt * dopt == pytest.approx(1e22)
+    pred = fit.predict(1e11, 1e13)  # beyond the data, with its interval
+    assert pred.lower <= 1.8 + 480 / 1e11**0.35 + 2000 / 1e13**0.37 <= pred.upper
+    assert pred.lower <= pred.value <= pred.upper
+    assert fit.predict([1e8, 1e11], [1e10, 1e13]).value[1] == pytest.approx(pred.value)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "loss", "match"),
+    [
+        ([1e7] * 5, [1e9] * 5, [2.5] * 5, "cannot determine the 5 parameters"),
+        ([1e7, 1e8] * 4, [1e9] * 4 + [1e10] * 4, [2.0] * 8, "loss is constant"),
+        ([1e7] * 8, [1e9] * 4 + [1e10] * 4, [2.0, 2.1] * 4, "n_params is 1e\\+07 at every point"),
+        ([1e7, 1e8] * 4, [1e9] * 4 + [1e10] * 4, [2.0, -2.1] * 4, "loss must be positive"),
+        ([1e7, np.nan] * 4, [1e9] * 4 + [1e10] * 4, [2.0, 2.1] * 4, "n_params must be positive and finite"),
+    ],
+)
+def test_joint_law_bad_input_is_named(n, d, loss, match):
+    with pytest.raises(ValueError, match=match):
+        fit_joint_law(n, d, loss, bootstrap=0)
 
 
 def test_to_dict_is_json_ready():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import subprocess
 import sys
 import time
@@ -146,19 +147,57 @@ PINNED_1E9 = [512417237, 582266869, 844637524, 872473978]
 PINNED_HASH = [17129431457187820228, 7843325909160632932]
 
 
-def test_subset_is_identical_in_another_process_with_another_hash_seed():
-    code = (
-        "from lightning_scaling.sampling import select_indices, stratified_indices;"
-        "print(select_indices(123457, fraction=0.01, seed=3).tolist());"
-        "print(stratified_indices([i % 4 for i in range(999)], fraction=0.1, seed=3).tolist())"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    here = [
+def _selections() -> list[str]:
+    # one line per public selection path: Feistel (n > 2**16), small-n sort, stratified with string
+    # labels (np.unique on str), and stream thinning on a sub-stream
+    return [
         str(select_indices(123457, fraction=0.01, seed=3).tolist()),
-        str(stratified_indices([i % 4 for i in range(999)], fraction=0.1, seed=3).tolist()),
+        str(select_indices(999, fraction=0.05, seed=-7).tolist()),
+        str(stratified_indices(["cat", "dog", "eel"] * 333, fraction=0.1, seed=3).tolist()),
+        str(np.flatnonzero(StreamSelector(fraction=0.01, seed=5, stream=3).keep(np.arange(50_000))).tolist()),
     ]
-    assert out.stdout.split("\n")[:2] == here
+
+
+def test_subset_is_identical_in_other_processes_with_other_hash_seeds():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_sampling as t;"
+        "print(hash('hash seed probe')); print('\\n'.join(t._selections()))"
+    )
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, os.path.dirname(__file__)], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.append(proc.stdout.splitlines())
+    assert outputs[0][0] != outputs[1][0]  # the hash seed really differed between the two processes
+    assert outputs[0][1:] == outputs[1][1:] == _selections()
+
+
+@FAST
+@given(n=SIZES, seed=SEEDS, data=st.data(), noise=st.integers(0, 2**32 - 1))
+def test_selection_depends_only_on_its_arguments(n, seed, data, noise):
+    # no hidden state: global RNGs, earlier calls and reused objects cannot change a subset
+    k = data.draw(st.integers(1, min(n, 2000)), label="k")
+    labels = np.arange(min(n, 3000)) % 3
+    first = (
+        select_indices(n, size=k, seed=seed),
+        stratified_indices(labels, size=min(k, len(labels)), seed=seed),
+        StreamSelector(fraction=0.3, seed=seed).keep(np.arange(2000)),
+    )
+    np.random.seed(noise % 2**32)  # noqa: NPY002
+    random.seed(noise)
+    np.random.permutation(10)  # noqa: NPY002
+    select_indices(n, size=max(1, k // 2), seed=seed + 1)  # an unrelated call in between
+    again = (
+        select_indices(n, size=k, seed=seed),
+        stratified_indices(labels, size=min(k, len(labels)), seed=seed),
+        StreamSelector(fraction=0.3, seed=seed).keep(np.arange(2000)),
+    )
+    for a, b in zip(first, again):
+        assert np.array_equal(a, b)
+    perm = KeyedPermutation(n, seed)
+    assert np.array_equal(np.sort(perm(np.arange(k))), first[0])
 
 
 def test_scalar_and_vector_mixers_agree():

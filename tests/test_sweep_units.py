@@ -273,3 +273,48 @@ def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
     ctrl._keep({"run_id": f"{run_id}_r0", "status": "ok", "best_value": 0.5})  # a third of the budget: not a point
     ctrl._keep({"run_id": run_id, "status": "ok", "best_value": 0.3})
     assert seen == [[run_id]]
+
+
+def _sleeper_job(tmp_path, name: str, seconds: float):
+    from lightning_scaling.sweep.launcher import Job
+    from lightning_scaling.sweep.plan import RunSpec
+
+    script = tmp_path / f"{name}.py"
+    script.write_text(f"import time\ntime.sleep({seconds})\n")
+    spec = RunSpec(name, 1.0, None, {}, 0, 0)
+    return Job(spec=spec, attempt=1, command=[sys.executable, str(script)], env_overrides={},
+               log_path=tmp_path / f"{name}.log")
+
+
+@pytest.mark.slow
+def test_fork_server_wakes_the_controller_on_exit_and_its_death_fails_runs_not_the_sweep(tmp_path):
+    import time
+
+    launcher = LocalLauncher(slots=2, fork_server=True)
+    try:
+        launcher.submit(_sleeper_job(tmp_path, "quick", 0.3))
+        assert launcher._server is not None  # the run was forked, not started as a new process
+        t0 = time.time()
+        finished = []
+        while not finished and time.time() - t0 < 30:
+            launcher.wait(5.0)  # returns when the server reports the exit, not after 5 s
+            finished = launcher.poll()
+        assert [(job.spec.run_id, rc) for job, rc in finished] == [("quick", 0)]
+        assert time.time() - t0 < 4.0
+
+        slow = _sleeper_job(tmp_path, "slow", 60)
+        launcher.submit(slow)
+        launcher._server.proc.kill()  # the server dies: its children die with it (PDEATHSIG)
+        t0 = time.time()
+        finished = []
+        while not finished and time.time() - t0 < 30:
+            launcher.wait(0.1)
+            finished = launcher.poll()
+        assert [(job.spec.run_id, rc) for job, rc in finished] == [("slow", -9)]
+        # the next run starts as a new process instead
+        launcher.submit(_sleeper_job(tmp_path, "after", 0.1))
+        assert launcher._server is None and not launcher.fork_server
+        job = launcher.running()[0]
+        assert job.process is not None and job.process.wait(timeout=30) == 0
+    finally:
+        launcher.shutdown(grace=1.0)

@@ -4,8 +4,8 @@ Scaling-law fits are tiny (3-6 parameters, tens of points) but are solved many t
 starts for one fit, a thousand bootstrap replicates for its intervals. ``scipy.optimize.least_squares``
 solves one problem per call, and its per-call overhead (~1-3 ms) dominates at this size. Here all
 problems of a batch advance together, one vectorised numpy step at a time, so a fit plus 1,000
-bootstrap replicates takes a fraction of a second. The chosen start of the main fit is still polished
-with scipy (see :func:`lightning_scaling.laws.fit.fit_form`).
+bootstrap replicates takes a fraction of a second (``benchmarks/fit_extrapolation.py`` times it against
+one ``scipy.optimize.least_squares`` call per replicate).
 
 Robust losses use iteratively reweighted least squares: the Huber weight
 ``min(1, delta / |r|)`` turns the Gauss-Newton step into the Huber-loss step, and the reported cost

@@ -57,8 +57,7 @@ def as_curve(
         )
     ymean = np.nanmean(y, axis=1) if y.ndim == 2 else y
     if np.ptp(ymean) <= 1e-12 * np.abs(ymean).max():
-        raise ValueError(
-            f"{what} are constant ({ymean[0]:.6g} at every size): there is no learning curve to fit; "
-            "check that training used the data fraction and that the monitored metric changes"
-        )
+        hint = ("there is no learning curve to fit; check that training used the data fraction and that the "
+                "monitored metric changes") if what == "errors" else "there is no trend to fit a power law to"
+        raise ValueError(f"{what} are constant ({ymean[0]:.6g} at every size): {hint}")
     return x, y

@@ -24,7 +24,7 @@ from scipy import optimize, special, stats
 from lightning_scaling.laws._core import fit_form
 from lightning_scaling.laws._solver import batched_lm
 from lightning_scaling.laws._validation import as_curve
-from lightning_scaling.laws.fit import _percentiles
+from lightning_scaling.laws.fit import Prediction, _percentiles
 from lightning_scaling.laws.forms import Context, Hestness
 
 __all__ = [
@@ -35,6 +35,20 @@ __all__ = [
     "fit_model_size_law",
     "fit_shared_exponent",
 ]
+
+
+def _positive_sizes(sizes: Any, what: str = "sizes") -> np.ndarray:
+    x = np.atleast_1d(np.asarray(sizes, dtype=float))
+    if np.any(~np.isfinite(x) | (x <= 0)):
+        raise ValueError(f"{what} to predict at must be positive and finite, got {x[~np.isfinite(x) | (x <= 0)]}")
+    return x
+
+
+def _prediction(scalar: bool, value: np.ndarray, lo: np.ndarray, hi: np.ndarray, confidence: float) -> Prediction:
+    """A :class:`Prediction` of floats when ``scalar``, else of arrays."""
+    if scalar:
+        return Prediction(float(value[0]), float(lo[0]), float(hi[0]), confidence)
+    return Prediction(value, lo, hi, confidence)
 
 
 # -- shared exponent ---------------------------------------------------------------------------------
@@ -53,6 +67,8 @@ class SharedExponentFit:
     rss_separate: float
     confidence: float
     significance: float = 0.05
+    alpha_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    gamma_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def same_exponent(self) -> bool:
@@ -62,7 +78,9 @@ class SharedExponentFit:
     def to_dict(self) -> dict[str, Any]:
         return {
             "beta": self.beta, "beta_interval": list(self.beta_interval), "alphas": self.alphas,
-            "gammas": self.gammas, "separate_betas": self.separate_betas, "f_statistic": self.f_statistic,
+            "gammas": self.gammas, "alpha_intervals": {k: list(v) for k, v in self.alpha_intervals.items()},
+            "gamma_intervals": {k: list(v) for k, v in self.gamma_intervals.items()},
+            "separate_betas": self.separate_betas, "f_statistic": self.f_statistic,
             "p_value": self.p_value, "same_exponent": self.same_exponent, "significance": self.significance,
             "confidence": self.confidence,
         }
@@ -87,7 +105,8 @@ def fit_shared_exponent(
 
     Args:
         curves: ``{name: (sizes, errors)}``, at least two curves of at least four sizes each.
-        bootstrap: replicates (resampling points within each curve) for the shared exponent's interval.
+        bootstrap: replicates (resampling points within each curve) for the intervals of the shared
+            exponent and of every curve's ``alpha`` and ``gamma``.
         confidence: level of the interval.
         significance: level of the F-test; ``same_exponent`` is ``p_value >= significance``.
         seed: bootstrap seed.
@@ -150,22 +169,33 @@ def fit_shared_exponent(
     f_stat = max(0.0, (rss_shared - rss_sep) / df1) / max(rss_sep / df2, 1e-300)
     p_value = float(stats.f.sf(f_stat, df1, df2))
 
+    x_refs = np.array([c.x_ref for c in ctxs])
+    y_mins = np.array([c.y_min for c in ctxs])
+
+    def natural(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # (beta, alphas, gammas) in the user's units, for rows of theta
+        b = -np.exp(theta[..., 0])
+        with np.errstate(over="ignore"):  # extreme replicates give inf, which the percentiles keep
+            a = np.exp(theta[..., 1::2]) * x_refs ** (-b[..., None])
+        return b, a, y_mins * special.expit(theta[..., 2::2])
+
+    beta_hat, alpha_hat, gamma_hat = natural(best)
     rng = np.random.default_rng(seed)
     if bootstrap:
         counts = np.concatenate(
             [rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=bootstrap) for x, _ in data], axis=1)
         bt, bc = batched_lm(residuals, np.repeat(best[None], bootstrap, axis=0), counts, max_iter=100)
-        lo, hi = _percentiles(-np.exp(bt[np.isfinite(bc), 0])[:, None], confidence)
-        interval = (float(lo[0]), float(hi[0]))
+        b_rep, a_rep, g_rep = natural(bt[np.isfinite(bc)])
+        lo, hi = _percentiles(np.column_stack([b_rep, a_rep, g_rep]), confidence)
     else:
-        interval = (beta, beta)
-
-    alphas, gammas = {}, {}
-    for i, (name, c) in enumerate(zip(names, ctxs)):
-        alphas[name] = float(math.exp(best[1 + 2 * i]) * c.x_ref ** (-beta))
-        gammas[name] = float(c.y_min * special.expit(best[2 + 2 * i]))
+        lo = hi = np.concatenate([[beta_hat], alpha_hat, gamma_hat])
+    k = len(names)
     return SharedExponentFit(
-        beta=beta, beta_interval=interval, alphas=alphas, gammas=gammas,
+        beta=beta, beta_interval=(float(lo[0]), float(hi[0])),
+        alphas={name: float(v) for name, v in zip(names, alpha_hat)},
+        gammas={name: float(v) for name, v in zip(names, gamma_hat)},
+        alpha_intervals={name: (float(lo[1 + i]), float(hi[1 + i])) for i, name in enumerate(names)},
+        gamma_intervals={name: (float(lo[1 + k + i]), float(hi[1 + k + i])) for i, name in enumerate(names)},
         separate_betas={name: float(p[1]) for name, (p, _) in zip(names, separate)},
         f_statistic=float(f_stat), p_value=p_value, rss_shared=rss_shared, rss_separate=rss_sep,
         confidence=confidence, significance=significance,
@@ -183,11 +213,24 @@ class ModelSizeLaw:
     confidence: float
     sizes: np.ndarray = field(repr=False)
     params: np.ndarray = field(repr=False)
+    boot: np.ndarray | None = field(default=None, repr=False)
+    """Bootstrap replicates ``(B, 2)`` of ``(sigma, beta_p)``; ``None`` without a bootstrap."""
 
-    def predict(self, sizes: float | Sequence[float] | np.ndarray) -> np.ndarray | float:
-        """Best model size (parameters) at data size(s)."""
-        out = self.sigma * np.asarray(sizes, dtype=float) ** self.beta_p
-        return float(out) if np.ndim(out) == 0 else out
+    def predict(self, sizes: float | Sequence[float] | np.ndarray) -> Prediction:
+        """Best model size (parameters) at data size(s), with its bootstrap interval.
+
+        >>> law = fit_model_size_law([1e3, 1e4, 1e5, 1e6], [2e4, 1e5, 5e5, 2.5e6], bootstrap=200)
+        >>> p = law.predict(1e7)
+        >>> round(p.value), bool(p.lower <= p.value <= p.upper)
+        (12500000, True)
+        """
+        x = _positive_sizes(sizes)
+        value = self.sigma * x**self.beta_p
+        if self.boot is None or len(self.boot) == 0:
+            lo = hi = value
+        else:
+            lo, hi = _percentiles(self.boot[:, :1] * x[None] ** self.boot[:, 1:2], self.confidence)
+        return _prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "beta_p": self.beta_p,
@@ -228,14 +271,15 @@ def fit_model_size_law(
     ok = sxx > 0  # a replicate that drew one size only has no slope
     slopes = np.sum((bx - bxm) * (bp - bpm), axis=1)[ok] / sxx[ok]
     inter = bpm[ok, 0] - slopes * bxm[ok, 0]
+    boot = np.stack([np.exp(inter), slopes], axis=1)
     if len(slopes):
-        lo, hi = _percentiles(np.stack([np.exp(inter), slopes], axis=1), confidence)
+        lo, hi = _percentiles(boot, confidence)
     else:
         lo = hi = np.array([math.exp(intercept), slope])
     return ModelSizeLaw(
         sigma=float(math.exp(intercept)), beta_p=float(slope),
         intervals={"sigma": (float(lo[0]), float(hi[0])), "beta_p": (float(lo[1]), float(hi[1]))},
-        confidence=confidence, sizes=x, params=p,
+        confidence=confidence, sizes=x, params=p, boot=boot,
     )
 
 
@@ -252,12 +296,22 @@ class JointLawFit:
     objective: float
     intervals: dict[str, tuple[float, float]]
     confidence: float
+    boot: np.ndarray | None = field(default=None, repr=False)
+    """Bootstrap replicates ``(B, 5)`` of ``(A, B, E, alpha, beta)``; ``None`` without a bootstrap."""
 
-    def predict(self, n_params: Any, n_tokens: Any) -> np.ndarray:
-        """Loss at model size(s) ``n_params`` and data size(s) ``n_tokens``."""
-        n = np.asarray(n_params, dtype=float)
-        d = np.asarray(n_tokens, dtype=float)
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+    def predict(self, n_params: Any, n_tokens: Any) -> Prediction:
+        """Loss at model size(s) ``n_params`` and data size(s) ``n_tokens``, with its bootstrap interval."""
+        n = _positive_sizes(n_params, "n_params")
+        d = _positive_sizes(n_tokens, "n_tokens")
+        n, d = np.broadcast_arrays(n, d)
+        value = self.E + self.A / n**self.alpha + self.B / d**self.beta
+        if self.boot is None or len(self.boot) == 0:
+            lo = hi = value
+        else:
+            a, b, e, al, be = (self.boot[:, i : i + 1] for i in range(5))
+            lo, hi = _percentiles(e + a / n[None] ** al + b / d[None] ** be, self.confidence)
+        scalar = np.ndim(n_params) == 0 and np.ndim(n_tokens) == 0
+        return _prediction(scalar, value, lo, hi, self.confidence)
 
     def compute_optimal(self, flops: float) -> tuple[float, float]:
         """Compute-optimal ``(N, D)`` for a FLOP budget ``C = 6 N D`` (Hoffmann et al., eq. 4)."""
@@ -332,6 +386,11 @@ def fit_joint_law(
             raise ValueError(f"{name} must be positive and finite")
     if len(L) < 6:
         raise ValueError(f"{len(L)} points cannot determine the 5 parameters of L(N, D); give at least 6")
+    if np.ptp(L) <= 1e-12 * L.max():
+        raise ValueError(f"loss is constant ({L[0]:.6g} at every point): there is no scaling law to fit")
+    for name, v in (("n_params", n), ("n_tokens", d)):
+        if np.ptp(v) == 0:
+            raise ValueError(f"{name} is {v[0]:.6g} at every point: L(N, D) needs runs at several values of it")
     ln, ld, ll = np.log(n), np.log(d), np.log(L)
     if isinstance(grid, str):
         if grid != "hoffmann":
@@ -371,11 +430,13 @@ def fit_joint_law(
         idx = rng.integers(0, len(L), len(L))
         t, _ = solve(ll[idx], ln[idx], ld[idx], theta[None])
         reps.append(natural(t))
+    boot = np.array(reps).reshape(-1, 5)
     if reps:
-        lo, hi = _percentiles(np.array(reps), confidence)
+        lo, hi = _percentiles(boot, confidence)
     else:
         lo = hi = point
     return JointLawFit(
         E=point[2], A=point[0], B=point[1], alpha=point[3], beta=point[4], objective=value,
         intervals={k: (float(lo[i]), float(hi[i])) for i, k in enumerate(names)}, confidence=confidence,
+        boot=boot,
     )

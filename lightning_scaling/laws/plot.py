@@ -34,18 +34,20 @@ def plot_fit(
     pred = fit.predict(grid)
     used = np.arange(len(x)) >= fit.start_index
     inside = grid <= x[-1]
-    (line,) = ax.plot(grid[inside], pred.value[inside], lw=2, label=fit.equation())
+    # the curve is drawn over the points: on a dense curve the markers would hide it
+    (line,) = ax.plot(grid[inside], pred.value[inside], lw=2, zorder=4, label=fit.equation())
     color = line.get_color()
     if (~inside).any():
-        ax.plot(grid[~inside], pred.value[~inside], lw=2, ls="--", color=color, label="extrapolation")
+        ax.plot(grid[~inside], pred.value[~inside], lw=2, ls="--", color=color, zorder=4, label="extrapolation")
     ax.fill_between(grid, pred.lower, pred.upper, color=color, alpha=0.2, lw=0,
                     label=f"{fit.confidence:.0%} interval")
     if fit.seed_errors is not None:
         for col in fit.seed_errors.T:
             ax.scatter(x, col, s=8, color="0.6", zorder=2)
-    ax.scatter(x[used], fit.errors[used], color=color, edgecolor="k", zorder=3, label=label or "fitted points")
+    ax.scatter(x[used], fit.errors[used], s=22, color=color, alpha=0.5, edgecolor="k", linewidths=0.5, zorder=3,
+               label=label or "fitted points")
     if (~used).any():
-        ax.scatter(x[~used], fit.errors[~used], facecolor="none", edgecolor="k", zorder=3,
+        ax.scatter(x[~used], fit.errors[~used], s=22, facecolor="none", edgecolor="k", linewidths=0.8, zorder=3,
                    label="not fitted")
     regions = fit.regions
     if fit.start_index > 0:

@@ -346,6 +346,14 @@ class SweepController:
             if time.time() - last_beat > 30:
                 last_beat = time.time()
                 self._progress(total)
+            self._wait()
+
+    def _wait(self) -> None:
+        # a launcher that can tell when a run ends wakes the loop then (LocalLauncher with its fork server)
+        wait = getattr(self.launcher, "wait", None)
+        if callable(wait):
+            wait(self.poll_interval)
+        else:
             time.sleep(self.poll_interval)
 
     def _progress(self, total: int) -> None:

@@ -50,6 +50,10 @@ class ForkedProcess:
         if self.returncode is None:
             self.server.pump()
             self.returncode = self.server.exit_codes.pop(self.pid, None)
+            if self.returncode is None and self.server.proc.poll() is not None:
+                # the server is gone (its events all read): its children died with it, so this run
+                # failed rather than running forever
+                self.returncode = -signal.SIGKILL
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:

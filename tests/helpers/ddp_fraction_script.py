@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_scaling.data import DataFraction
@@ -57,6 +58,7 @@ class Recorder(LightningModule):
         record = {
             "rank": self.global_rank,
             "world_size": self.trainer.world_size,
+            "backend": torch.distributed.get_backend(),
             "seen": self.seen,
             "num_samples": dm.num_samples,
             "indices": dm.indices.tolist(),
@@ -70,7 +72,7 @@ def main() -> None:
     trainer = Trainer(
         accelerator="cpu",
         devices=2,
-        strategy="ddp",
+        strategy=DDPStrategy(process_group_backend="gloo"),
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
