@@ -105,7 +105,11 @@ class Job:
 
 
 class Launcher(Protocol):
-    """What the controller needs from a launcher (local slots here; Ray or SLURM on a cluster)."""
+    """What the controller needs from a launcher (local slots here; Ray or SLURM on a cluster).
+
+    A launcher may also have ``wait(timeout)``, returning early when a run ends; without it the
+    controller polls every 0.2 s.
+    """
 
     @property
     def capacity(self) -> int: ...
