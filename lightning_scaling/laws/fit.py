@@ -66,6 +66,22 @@ class Prediction:
                 "confidence": self.confidence}
 
 
+def _positive_sizes(sizes: Any, what: str = "sizes") -> np.ndarray:
+    """``sizes`` as a 1-d float array, every one positive and finite (where a law is evaluated)."""
+    x = np.atleast_1d(np.asarray(sizes, dtype=float))
+    bad = ~np.isfinite(x) | (x <= 0)
+    if np.any(bad):
+        raise ValueError(f"{what} to predict at must be positive and finite, got {x[bad]}")
+    return x
+
+
+def _prediction(scalar: bool, value: np.ndarray, lo: np.ndarray, hi: np.ndarray, confidence: float) -> Prediction:
+    """A :class:`Prediction` of floats when ``scalar`` (the caller asked at one size), else of arrays."""
+    if scalar:
+        return Prediction(float(value[0]), float(lo[0]), float(hi[0]), confidence)
+    return Prediction(value, lo, hi, confidence)
+
+
 @dataclass(frozen=True)
 class DataNeeded(Prediction):
     """Training-set size needed for a target error, with interval; ``inf`` where it is unreachable."""
@@ -159,15 +175,10 @@ class LearningCurveFit:
         >>> round(float(fit.predict(1e6).value), 4)  # 3 * 1e6**-0.3 + 0.05
         0.0975
         """
-        scalar = np.ndim(sizes) == 0
-        x = np.atleast_1d(np.asarray(sizes, dtype=float))
-        if np.any(~np.isfinite(x) | (x <= 0)):
-            raise ValueError(f"sizes to predict at must be positive and finite, got {x[(x <= 0) | ~np.isfinite(x)]}")
+        x = _positive_sizes(sizes)
         value = self.form.predict(self._vector(), x)
         lo, hi = self._band(self.form.predict(self.boot, x))
-        if scalar:
-            return Prediction(float(value[0]), float(lo[0]), float(hi[0]), self.confidence)
-        return Prediction(value, lo, hi, self.confidence)
+        return _prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence)
 
     def data_needed(self, target: float) -> DataNeeded:
         """Training-set size at which the error reaches ``target``, with interval.

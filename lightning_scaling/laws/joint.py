@@ -24,7 +24,7 @@ from scipy import optimize, special, stats
 from lightning_scaling.laws._core import fit_form
 from lightning_scaling.laws._solver import batched_lm
 from lightning_scaling.laws._validation import as_curve
-from lightning_scaling.laws.fit import Prediction, _percentiles
+from lightning_scaling.laws.fit import Prediction, _percentiles, _positive_sizes, _prediction
 from lightning_scaling.laws.forms import Context, Hestness
 
 __all__ = [
@@ -35,20 +35,6 @@ __all__ = [
     "fit_model_size_law",
     "fit_shared_exponent",
 ]
-
-
-def _positive_sizes(sizes: Any, what: str = "sizes") -> np.ndarray:
-    x = np.atleast_1d(np.asarray(sizes, dtype=float))
-    if np.any(~np.isfinite(x) | (x <= 0)):
-        raise ValueError(f"{what} to predict at must be positive and finite, got {x[~np.isfinite(x) | (x <= 0)]}")
-    return x
-
-
-def _prediction(scalar: bool, value: np.ndarray, lo: np.ndarray, hi: np.ndarray, confidence: float) -> Prediction:
-    """A :class:`Prediction` of floats when ``scalar``, else of arrays."""
-    if scalar:
-        return Prediction(float(value[0]), float(lo[0]), float(hi[0]), confidence)
-    return Prediction(value, lo, hi, confidence)
 
 
 # -- shared exponent ---------------------------------------------------------------------------------
