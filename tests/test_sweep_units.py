@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -318,3 +319,107 @@ def test_fork_server_wakes_the_controller_on_exit_and_its_death_fails_runs_not_t
         assert job.process is not None and job.process.wait(timeout=30) == 0
     finally:
         launcher.shutdown(grace=1.0)
+
+
+def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_anything_else(tmp_path):
+    from lightning_scaling.sweep.controller import SweepController
+
+    plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
+    store = SweepStore(tmp_path)
+    events: list[str] = []
+
+    class OneSlot:  # every run ends as soon as it starts
+        capacity = 1
+
+        def __init__(self):
+            self.jobs = []
+
+        def describe(self):
+            return "one fake slot"
+
+        def prepare(self, command):
+            events.append("prepare")
+
+        def submit(self, job):
+            events.append(f"submit {job.spec.size}")
+            store.write_record({"run_id": job.spec.run_id, "status": "ok", "launch": job.launch, "size": job.spec.size,
+                                "fraction": None, "params": {}, "seed": 0, "best_value": 1.0 / job.spec.size})
+            self.jobs.append(job)
+
+        def poll(self):
+            done, self.jobs = [(j, 0) for j in self.jobs], []
+            return done
+
+        def running(self):
+            return self.jobs
+
+        def wait(self, timeout):
+            events.append("wait")
+
+        def shutdown(self, grace=10.0):
+            pass
+
+        def close(self):
+            events.append("close")
+
+    class Reporter:
+        def start(self, *args):
+            events.append("reporter start")
+
+        def child_env(self, spec):
+            return {}
+
+        def update(self, records):
+            pass
+
+        def finish(self, result, store):
+            pass
+
+        def close(self, failed=False):
+            pass
+
+    ctrl = SweepController(plan, store, launcher=OneSlot(), command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+                           probe=False, reporter=Reporter(), analyse=lambda recs: SweepResult.from_records(  # type: ignore[arg-type]
+                               recs, monitor="val_err", mode="min", bootstrap=0), stream=io.StringIO())
+    result = ctrl.run()
+    # the fork server (prepare) imports while W&B starts; each run's end starts the next one without a wait
+    assert events == ["prepare", "reporter start", "submit 800", "submit 400", "submit 200", "submit 100", "close"]
+    assert len(result.runs) == 4
+
+
+def _forked_job(tmp_path, name: str, body: str):
+    from lightning_scaling.sweep.launcher import Job
+    from lightning_scaling.sweep.plan import RunSpec
+
+    script = tmp_path / f"{name}.py"
+    script.write_text(body)
+    return Job(spec=RunSpec(name, 1.0, None, {}, 0, 0), attempt=1, command=[sys.executable, str(script)],
+               env_overrides={}, log_path=tmp_path / f"{name}.log")
+
+
+@pytest.mark.slow
+def test_a_forked_run_starts_like_a_fresh_process_and_a_printing_import_cannot_break_the_server(tmp_path, monkeypatch):
+    # a module that prints when imported, preloaded by the server: its output must not reach the protocol
+    (tmp_path / "noisy_module.py").write_text("print('hello from an import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    import noisy_module  # noqa: F401  (the server preloads what the controller imported)
+
+    body = (
+        "import gc, json, signal, sys\n"
+        "json.dump({'gc': gc.isenabled(), 'sigchld': signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,\n"
+        "           'wakeup_fd': signal.set_wakeup_fd(-1)}, open(sys.argv[0] + '.json', 'w'))\n"
+    )
+    launcher = LocalLauncher(slots=1, fork_server=True)
+    monkeypatch.setattr("lightning_scaling.sweep.launcher._PRELOAD", ("noisy_module",))
+    try:
+        job = _forked_job(tmp_path, "fresh", body)
+        launcher.prepare(job.command)
+        launcher.submit(job)
+        assert launcher._server is not None and launcher.fork_server  # forked, not a fallback subprocess
+        assert job.process is not None and job.process.wait(timeout=60) == 0
+    finally:
+        launcher.shutdown(grace=1.0)
+    seen = json.loads((tmp_path / "fresh.py.json").read_text())
+    # the server imports with the collector off and installs a SIGCHLD wake-up; a run must not inherit either
+    assert seen == {"gc": True, "sigchld": True, "wakeup_fd": -1}

@@ -158,18 +158,27 @@ class SweepController:
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} runs already finished, {len(todo)} to run")
-        if self.reporter is not None:
-            self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
-        if todo:
-            if self.command is None:
-                from lightning_scaling.sweep.launcher import script_command
-
-                self.command = script_command()
-            with self._launching():
+        with self._launching() if todo else contextlib.nullcontext():
+            if todo:
+                self._prepare_launcher()
+            if self.reporter is not None:
+                self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
+            if todo:
                 if self.probe and not any(r.get("status") == "ok" for r in records.values()):
                     self._probe()
                 self._loop(todo)
         return self._conclude()
+
+    def _prepare_launcher(self) -> None:
+        """Resolve the command and let the launcher get ready (the fork server imports torch and Lightning
+        meanwhile, in parallel with the reporter's start and the probe's setup)."""
+        if self.command is None:
+            from lightning_scaling.sweep.launcher import script_command
+
+            self.command = script_command()
+        prepare = getattr(self.launcher, "prepare", None)
+        if callable(prepare):
+            prepare(self.command)
 
     @contextlib.contextmanager
     def _launching(self) -> Iterator[None]:
@@ -230,10 +239,11 @@ class SweepController:
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} run rungs already finished")
-        if self.reporter is not None:
-            self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
         probed = any(r.get("status") == "ok" for r in records.values())
         with self._launching():
+            self._prepare_launcher()
+            if self.reporter is not None:
+                self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             while True:
                 records = self.store.records()
                 # the result's own fit: the interval decided on is the one reported
@@ -243,10 +253,6 @@ class SweepController:
                 if decision.done:
                     self.log(f"adaptive study stopped: {decision.reason}")
                     break
-                if self.command is None:
-                    from lightning_scaling.sweep.launcher import script_command
-
-                    self.command = script_command()
                 if self.probe and not probed:
                     self._probe()
                     probed = True
@@ -316,7 +322,8 @@ class SweepController:
             while queue and self.launcher.capacity > 0:
                 spec, attempt = queue.popleft()
                 self.launcher.submit(self._job(spec, attempt))
-            for job, rc in self.launcher.poll():
+            finished = self.launcher.poll()
+            for job, rc in finished:
                 rec = self.store.read_record(job.spec.run_id)
                 fresh = rec is not None and rec.get("launch") == job.launch
                 if fresh and rec["status"] in FINAL:
@@ -346,7 +353,8 @@ class SweepController:
             if time.time() - last_beat > 30:
                 last_beat = time.time()
                 self._progress(total)
-            self._wait()
+            if not finished:  # a slot just came free: fill it now, not after the next wait
+                self._wait()
 
     def _wait(self) -> None:
         # a launcher that can tell when a run ends wakes the loop then (LocalLauncher with its fork server)

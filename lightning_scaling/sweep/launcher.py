@@ -107,8 +107,9 @@ class Job:
 class Launcher(Protocol):
     """What the controller needs from a launcher (local slots here; Ray or SLURM on a cluster).
 
-    A launcher may also have ``wait(timeout)``, returning early when a run ends; without it the
-    controller polls every 0.2 s.
+    A launcher may also have ``wait(timeout)``, returning early when a run ends (without it the
+    controller polls every 0.2 s), and ``prepare(command)``, called once before the first run to start
+    what runs need (:class:`LocalLauncher` starts its fork server there).
     """
 
     @property
@@ -246,6 +247,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+# what the fork server imports once, if the controller imported it (the user's script will): the heavy
+# packages a training script loads, none of which starts threads or touches CUDA when imported
+_PRELOAD = ("torch", "pytorch_lightning", "lightning.pytorch", "torchmetrics", "torchvision", "torchaudio", "wandb",
+            "lightning_scaling.callbacks", "lightning_scaling.data")
+
+
 class LocalLauncher:
     """Runs jobs as child processes on this machine, one per device slot.
 
@@ -331,13 +338,16 @@ class LocalLauncher:
         job.started = time.time()
         self._running[slot.index] = job
 
+    def prepare(self, command: Sequence[str]) -> None:
+        """Start the fork server now for runs of ``command`` (it imports while the controller goes on)."""
+        if command[:1] == [sys.executable]:
+            self._fork_server()
+
     def _fork_server(self) -> ForkServer | None:
         if not self.fork_server:
             return None
         if self._server is None:
-            heavy = ("torch", "pytorch_lightning", "lightning.pytorch", "torchmetrics", "lightning_scaling.callbacks",
-                     "lightning_scaling.data")
-            preload = [m for m in heavy if m in sys.modules]
+            preload = [m for m in _PRELOAD if m in sys.modules]
             env = child_environment(os.environ, {"OMP_NUM_THREADS": "1"})
             try:
                 self._server = ForkServer(preload, env)
