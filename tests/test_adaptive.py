@@ -145,8 +145,7 @@ def test_a_size_starts_with_one_seed_and_an_added_seed_reruns_only_the_survivors
                and s.save_checkpoint is None for s in extra)
     _execute(extra, records)
     assert state.size_progress(125, records, ROOT) == ([], True)
-    assert state.seed_cost(125, records) == pytest.approx(len(survivors) * sum(state.cost_model(records)[i] * w for i, w
-                                                                               in enumerate((1.0, 125.0))))
+    assert state.seed_cost(125, records) == pytest.approx(len(survivors) * state.cost_model(records)(1.0, 125.0))
 
 
 def test_when_every_size_has_run_the_study_buys_seeds_where_they_narrow_most():
@@ -185,6 +184,20 @@ def test_expected_width_shrinks_more_for_a_larger_size():
     t = Target.error_at(64000)
     assert expected_width(fit, 16000, t) < expected_width(fit, 4000, t) < relative_width(t.predict(fit))
     assert 0 < width_ratio(fit, 16000, t) < width_ratio(fit, 4000, t) < 1
+
+
+def test_another_run_narrows_less_at_a_size_already_measured_with_more_seeds():
+    from dataclasses import replace
+
+    m = np.array([125.0, 250, 500, 1000, 2000])
+    rng = np.random.default_rng(0)
+    y = (2.0 * m**-0.36 + 0.02)[:, None] * np.exp(rng.normal(0, 0.02, (m.size, 3)))
+    three = fit_learning_curve(m, y, bootstrap=0)
+    once = y.copy()
+    once[-1, 1:] = np.nan
+    one = replace(three, seed_errors=once)  # the same law; the largest size measured with one seed, not three
+    t = Target.error_at(64000)
+    assert width_ratio(one, 2000, t) < width_ratio(three, 2000, t) < 1
 
 
 def test_with_a_budget_the_next_size_leaves_the_narrowest_affordable_interval():
@@ -284,6 +297,29 @@ def test_a_resumed_study_continues_without_redoing_finished_work():
     _, _, nothing, d = _study(cfg, records=full_records, chosen=full_state.chosen,
                               added_seeds=full_state.added_seeds)
     assert nothing == [] and d is not None and d.reason == done.reason
+
+
+def test_the_cost_model_tells_a_step_limited_task_from_an_epoch_limited_one():
+    state = AdaptiveState(_plan(), AdaptiveConfig(target=Target.error_at(64000), tolerance=0.1))
+
+    def records(cost):
+        rungs = [(m, trained) for m in (125, 250, 500) for trained in (1 / 3, 2 / 3)]
+        return {str(i): {"train_size": float(m), "budget": trained, "rung": 0, "wall_time_s": cost(trained, m),
+                         "devices": ""} for i, (m, trained) in enumerate(rungs)}
+
+    # max_steps: a longer rung costs more, a larger size does not; a full run at 8x the largest size costs the same
+    steps = state.cost_model(records(lambda trained, m: 0.3 + 0.9 * trained))
+    assert steps(1.0, 4000) == pytest.approx(1.2, rel=1e-6)
+    # max_epochs: the cost grows with the data
+    epochs = state.cost_model(records(lambda trained, m: 0.3 + 0.002 * trained * m))
+    assert epochs(1.0, 4000) == pytest.approx(8.3, rel=1e-6)
+    # timing noise that happens to rise with the size: read as growth, unless the records say the rungs
+    # were step-limited (the Trainer trains as many steps at every size)
+    noisy = records(lambda trained, m: 0.3 + 0.9 * trained + 0.0004 * m)
+    assert state.cost_model(noisy).per_sample > 0
+    limited = {k: {**r, "budget_limit": "max_steps=600"} for k, r in noisy.items()}
+    model = state.cost_model(limited)
+    assert model.per_sample == 0 and model(1.0, 4000) < 1.6
 
 
 def test_compute_accounting():

@@ -83,6 +83,23 @@ def test_seeds_are_aggregated_and_resampled():
     assert single.resample == "points" and single.seed_errors is None
 
 
+def test_a_size_with_more_seeds_counts_for_more_when_seed_counts_differ():
+    # an adaptive study (or a sweep with a failed run) measures some sizes with more seeds than others
+    m = np.geomspace(1e3, 1e6, 8)
+    counts = np.array([4, 1, 4, 1, 4, 1, 4, 1])
+    sq_default, sq_equal = 0.0, 0.0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        eps = (2.0 * m[:, None] ** -0.3 + 0.02) * np.exp(rng.normal(0, 0.1, (m.size, 4)))
+        eps[np.arange(4)[None, :] >= counts[:, None]] = np.nan
+        fit = fit_learning_curve(m, eps, bootstrap=0, detect_small_data=False)
+        equal = fit_learning_curve(m, eps, weights=np.ones(m.size), bootstrap=0, detect_small_data=False)
+        sq_default += (fit.exponent + 0.3) ** 2
+        sq_equal += (equal.exponent + 0.3) ** 2
+    # a mean over four seeds is measured four times as precisely: weighting it so estimates the exponent better
+    assert sq_default < 0.8 * sq_equal
+
+
 def test_deterministic_given_seed():
     m, eps = noisy_curve(2)
     a = fit_learning_curve(m, eps, bootstrap=200, seed=7)

@@ -12,7 +12,9 @@ The default estimator follows Hestness et al. 2017: the power law
   Alabdulmohsin et al. 2022 benchmark this cuts extrapolation error by more than half
   (``benchmarks/fit_extrapolation.py``).
 * **Seeds and weights.** ``errors`` may hold one column per seed; the curve is fitted to the
-  per-size mean with inverse-variance weights, and intervals resample the seeds.
+  per-size mean with inverse-variance weights (a size run with fewer seeds, or with one, takes the
+  seed variance pooled over the others: its mean counts in proportion to its seeds), and intervals
+  resample the seeds.
 * **Intervals** are bootstrap percentiles: every parameter, every prediction, every data-needed
   figure comes with one.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -278,13 +281,18 @@ def _seed_weights(y: np.ndarray) -> np.ndarray:
 
     A variance from a handful of seeds is itself noisy, and weighting by it lets a lucky size take all
     the weight (and the intervals too little width); each size's variance is therefore shrunk toward
-    the pooled variance, as much as if the pool were worth four more seeds.
+    the pooled variance, as much as if the pool were worth four more seeds. A size with one seed has
+    no variance of its own and takes the pooled one (an adaptive study, or a sweep where a run
+    failed, has sizes with fewer seeds than others: their means count for less, not the same).
     """
     logy = np.log(y)
     count = np.sum(np.isfinite(logy), axis=-1)
-    var = np.nanvar(logy, axis=-1, ddof=1)
-    pooled = np.sum(var * (count - 1), axis=-1, keepdims=True) / np.sum(count - 1, axis=-1, keepdims=True)
-    shrunk = ((count - 1) * var + 4.0 * pooled) / (count - 1 + 4.0)
+    dof = np.maximum(count - 1, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one seed: no degrees of freedom, no variance
+        var = np.where(dof > 0, np.nanvar(logy, axis=-1, ddof=1), 0.0)
+    pooled = np.sum(var * dof, axis=-1, keepdims=True) / np.maximum(np.sum(dof, axis=-1, keepdims=True), 1)
+    shrunk = (dof * var + 4.0 * pooled) / (dof + 4.0)
     w = count / np.maximum(shrunk, 1e-300)
     return w / w.mean(axis=-1, keepdims=True)
 
@@ -296,7 +304,7 @@ def _reduce_seeds(y: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray
     mean = np.nanmean(y, axis=1)
     if weights is not None:
         return mean, weights
-    if np.all(np.sum(np.isfinite(y), axis=1) >= 2):
+    if np.any(np.sum(np.isfinite(y), axis=1) >= 2):
         return mean, _seed_weights(y)
     return mean, np.ones_like(mean)
 

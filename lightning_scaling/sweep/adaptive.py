@@ -40,6 +40,7 @@ from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 __all__ = [
     "AdaptiveConfig",
     "AdaptiveState",
+    "CostModel",
     "Decision",
     "Target",
     "choose_next_size",
@@ -283,8 +284,10 @@ def width_ratio(fit: Any, candidate: float | Sequence[float], target: Target) ->
     A delta-method (Fisher information) approximation around the current fit: with ``J`` the
     Jacobian of the log error at the fitted sizes with respect to the law's parameters and ``g``
     the gradient of the log target, the target's variance is proportional to
-    ``g^T (J^T J)^-1 g`` (the noise level cancels in the ratio); a point at ``candidate`` adds the
-    row ``j(candidate)`` to ``J``. Returns ``sqrt(var_after / var_now)`` (1: no narrowing). A target
+    ``g^T (J^T W J)^-1 g``, with ``W`` each size's number of seeds (one seed's noise level cancels
+    in the ratio; a size's mean over ``k`` seeds counts ``k`` times, as in the fit's weights); a run
+    at ``candidate`` adds one seed's row ``j(candidate)`` (another seed at a size already run adds to
+    that size's count). Returns ``sqrt(var_after / var_now)`` (1: no narrowing). A target
     the fit cannot reach (data needed below the floor) is replaced by the error at the largest
     candidate extrapolated from it, the nearest question the fit can answer.
     """
@@ -296,10 +299,13 @@ def width_ratio(fit: Any, candidate: float | Sequence[float], target: Target) ->
         return _grad(lambda t: float(fit.form.log_predict(t, np.array([x]))[0]), theta)
 
     rows = np.array([row(x) for x in xs])
+    seeds = getattr(fit, "seed_errors", None)
+    counts = (np.sum(np.isfinite(np.asarray(seeds, float)[fit.start_index:]), axis=1).astype(float)
+              if seeds is not None and np.ndim(seeds) == 2 else np.ones(len(xs)))
     g = _grad(lambda t: _target_log(fit, target, t), theta)
     if not np.all(np.isfinite(g)):
         g = row(max(new_sizes))
-    info = rows.T @ rows
+    info = rows.T @ (counts[:, None] * rows)
     extra = sum((np.outer(j, j) for j in (row(x) for x in new_sizes)), np.zeros_like(info))
     scale = np.maximum(np.sqrt(np.diag(info)), 1e-12)  # precondition: parameters differ by orders of magnitude
     d = np.diag(1.0 / scale)
@@ -369,6 +375,40 @@ def choose_next_size(
         # than expected) then takes a minor size off the plan, not the one the extrapolation needs
         return max(pool, key=lambda k: (table[k]["gain"], -table[k]["cost"])), table
     return max(pool, key=lambda k: table[k]["score"]), table
+
+
+# -- compute -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostModel:
+    """Device-seconds of one run that trains a share ``trained`` of the full budget on ``m`` samples:
+    ``fixed + per_budget * trained + per_sample * trained * m``.
+
+    Both growth terms are needed: a Trainer limited by ``max_steps`` costs the same at every data
+    size (its cost grows with the budget only; :meth:`AdaptiveState.cost_model` then fits no
+    per-sample term), one limited by ``max_epochs`` costs in proportion to the data. A single
+    ``trained * m`` term read a step-limited task's longer rungs as growth with the data, and priced
+    its largest size out of a budget that could afford it.
+
+    >>> CostModel(fixed=0.5, per_budget=1.0, per_sample=0.0)(1.0, 300)   # steps: no growth with m
+    1.5
+    """
+
+    fixed: float
+    per_budget: float
+    per_sample: float
+
+    def __call__(self, trained: float, m: float) -> float:
+        return self.fixed + self.per_budget * trained + self.per_sample * trained * m
+
+
+def _nnls(x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Non-negative least squares, columns scaled first (a per-sample column is ~1e4 times the others)."""
+    from scipy.optimize import nnls
+
+    scale = np.linalg.norm(x, axis=0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls(x / scale, y)
+    return [float(c) for c in coef / scale]
 
 
 # -- the study's state, rebuilt from records ---------------------------------------------------------
@@ -597,28 +637,36 @@ class AdaptiveState:
             return budget - self.config.rungs[rung - 1]
         return budget
 
-    def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
-        """Device-seconds of one run as ``a + b * budget * train_size``, least squares on the records."""
-        pts = [(self._trained(r) * float(r["train_size"]), device_seconds(r))
-               for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
+    def cost_model(self, records: Mapping[str, Mapping[str, Any]]) -> CostModel:
+        """Device-seconds of one run, fitted to the records by non-negative least squares (:class:`CostModel`).
+
+        Rungs limited by the Trainer's ``max_steps`` (their records say so) train as many steps at
+        every data size: their model has no per-sample term, which a few sizes' timing noise would
+        otherwise supply and a far extrapolation would multiply.
+        """
+        used = [r for r in records.values() if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s")]
+        pts = [(self._trained(r), float(r["train_size"]), device_seconds(r)) for r in used]
         if not pts:
-            return 0.0, 1.0
-        u, t = np.array(pts).T
-        if len(set(u.tolist())) < 2:
-            return 0.0, float(np.mean(t / np.maximum(u, 1e-12)))
-        b, a = np.polyfit(u, t, 1)
-        if a < 0 or b < 0:
-            b, a = max(float(np.sum(u * t) / np.sum(u * u)), 0.0), 0.0
-        return float(max(a, 0.0)), float(max(b, 0.0))
+            return CostModel(0.0, 0.0, 1.0)
+        trained, m, t = np.array(pts).T
+        if all(str(r.get("budget_limit") or "").startswith("max_steps=") for r in used):
+            fixed, per_budget = _nnls(np.column_stack([np.ones_like(t), trained]), t)
+            return CostModel(fixed, per_budget, 0.0)
+        if len(set(m.tolist())) < 2:
+            # one size cannot tell a per-step cost from a per-sample one: assume the cost grows with the
+            # data (the cautious extrapolation to the larger sizes still to choose)
+            fixed, per_sample = _nnls(np.column_stack([np.ones_like(t), trained * m]), t)
+            return CostModel(fixed, 0.0, per_sample)
+        return CostModel(*_nnls(np.column_stack([np.ones_like(t), trained, trained * m]), t))
 
     def cost_margin(self, records: Mapping[str, Mapping[str, Any]]) -> float:
         """``1 + 2 x`` the relative scatter of run costs around :meth:`cost_model` (at most 1.5): the
         factor a budgeted study multiplies expected costs by, so that it stays within the budget."""
-        a, b = self.cost_model(records)
+        model = self.cost_model(records)
         rel = []
         for r in records.values():
             if isinstance(r.get("train_size"), int | float) and r.get("wall_time_s"):
-                expected = a + b * self._trained(r) * float(r["train_size"])
+                expected = model(self._trained(r), float(r["train_size"]))
                 if expected > 0:
                     rel.append(device_seconds(r) / expected - 1.0)
         if len(rel) < 3:
@@ -645,30 +693,29 @@ class AdaptiveState:
     def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Expected device-seconds of one size under successive halving, from the cost model and the
         survivors per rung seen so far (every start seed; a continued rung pays only its extra budget)."""
-        a, b = self.cost_model(records)
+        model = self.cost_model(records)
         m = self._size_in(amount, self.train_sizes(records))
         seeds = len(self.start_seeds)
         total, prev = 0.0, 0.0
         for rung, frac in enumerate(self.config.rungs):
             if rung >= self.first_rung:
-                total += self.survivors(rung, records) * seeds * (a + b * (frac - prev) * m)
+                total += self.survivors(rung, records) * seeds * model(frac - prev, m)
                 prev = frac
         return total
 
     def seed_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Expected device-seconds of one more seed at a size run: its surviving grid points, full budget."""
-        a, b = self.cost_model(records)
         m = self._size_in(amount, self.train_sizes(records))
         n = len(self.config.rungs)
         ids = {s.run_id for s in self.specs_at(amount)}
         points = {json_key(r.get("params") or {}) for k, r in records.items() if k in ids and r.get("rung") == n - 1}
-        return max(len(points), 1) * (a + b * m)
+        return max(len(points), 1) * self.cost_model(records)(1.0, m)
 
     def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Estimated device-seconds of the full grid (every planned run at the full budget)."""
-        a, b = self.cost_model(records)
+        model = self.cost_model(records)
         train = self.train_sizes(records)
-        return float(sum(a + b * self._size_in(self.amount(s), train) for s in self.plan.runs))
+        return float(sum(model(1.0, self._size_in(self.amount(s), train)) for s in self.plan.runs))
 
     # -- records ---------------------------------------------------------------------------------
     def study_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
