@@ -248,7 +248,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 # what the fork server imports once, if the controller imported it (the user's script will): the heavy
-# packages a training script loads, none of which starts threads or touches CUDA when imported
+# packages a training script loads; none of them initialises CUDA when imported (wandb, imported after
+# torch, starts no thread either: checked, as a run forks without the server's other threads)
 _PRELOAD = ("torch", "pytorch_lightning", "lightning.pytorch", "torchmetrics", "torchvision", "torchaudio", "wandb",
             "lightning_scaling.callbacks", "lightning_scaling.data")
 
