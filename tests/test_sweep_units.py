@@ -276,15 +276,19 @@ def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
     assert seen == [[run_id]]
 
 
-def _sleeper_job(tmp_path, name: str, seconds: float):
+def _script_job(tmp_path, name: str, body: str):
+    """A job whose run is a small Python script (no Lightning): for the launcher and fork server alone."""
     from lightning_scaling.sweep.launcher import Job
     from lightning_scaling.sweep.plan import RunSpec
 
     script = tmp_path / f"{name}.py"
-    script.write_text(f"import time\ntime.sleep({seconds})\n")
-    spec = RunSpec(name, 1.0, None, {}, 0, 0)
-    return Job(spec=spec, attempt=1, command=[sys.executable, str(script)], env_overrides={},
-               log_path=tmp_path / f"{name}.log")
+    script.write_text(body)
+    return Job(spec=RunSpec(name, 1.0, None, {}, 0, 0), attempt=1, command=[sys.executable, str(script)],
+               env_overrides={}, log_path=tmp_path / f"{name}.log")
+
+
+def _sleeper_job(tmp_path, name: str, seconds: float):
+    return _script_job(tmp_path, name, f"import time\ntime.sleep({seconds})\n")
 
 
 @pytest.mark.slow
@@ -387,16 +391,6 @@ def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_an
     assert len(result.runs) == 4
 
 
-def _forked_job(tmp_path, name: str, body: str):
-    from lightning_scaling.sweep.launcher import Job
-    from lightning_scaling.sweep.plan import RunSpec
-
-    script = tmp_path / f"{name}.py"
-    script.write_text(body)
-    return Job(spec=RunSpec(name, 1.0, None, {}, 0, 0), attempt=1, command=[sys.executable, str(script)],
-               env_overrides={}, log_path=tmp_path / f"{name}.log")
-
-
 @pytest.mark.slow
 def test_a_forked_run_starts_like_a_fresh_process_and_a_printing_import_cannot_break_the_server(tmp_path, monkeypatch):
     # a module that prints when imported, preloaded by the server: its output must not reach the protocol
@@ -413,7 +407,7 @@ def test_a_forked_run_starts_like_a_fresh_process_and_a_printing_import_cannot_b
     launcher = LocalLauncher(slots=1, fork_server=True)
     monkeypatch.setattr("lightning_scaling.sweep.launcher._PRELOAD", ("noisy_module",))
     try:
-        job = _forked_job(tmp_path, "fresh", body)
+        job = _script_job(tmp_path, "fresh", body)
         launcher.prepare(job.command)
         launcher.submit(job)
         assert launcher._server is not None and launcher.fork_server  # forked, not a fallback subprocess
