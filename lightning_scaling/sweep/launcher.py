@@ -320,7 +320,7 @@ class LocalLauncher:
         with job.log_path.open("ab") as log:
             log.write(f"\n===== {job.spec.run_id} attempt {job.attempt} on {slot.describe()} "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {' '.join(job.command)}\n".encode())
-        server = self._fork_server() if job.command[:1] == [sys.executable] else None
+        server = self._server_for(job.command)
         if server is not None:
             try:
                 job.process = server.spawn(job.command, env, os.getcwd(), job.log_path)
@@ -341,8 +341,11 @@ class LocalLauncher:
 
     def prepare(self, command: Sequence[str]) -> None:
         """Start the fork server now for runs of ``command`` (it imports while the controller goes on)."""
-        if command[:1] == [sys.executable]:
-            self._fork_server()
+        self._server_for(command)
+
+    def _server_for(self, command: Sequence[str]) -> ForkServer | None:
+        """The fork server for runs of ``command``: only this interpreter's runs can be its forks."""
+        return self._fork_server() if command[:1] == [sys.executable] else None
 
     def _fork_server(self) -> ForkServer | None:
         if not self.fork_server:
