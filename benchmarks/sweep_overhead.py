@@ -236,6 +236,10 @@ def main() -> None:
         print(f"overhead per run, (b - a) / N: {(b - a) / n:.2f} s = fixed cost / N + gap + per-run setup")
         print(f"1-slot ratio b / a: {b / a:.3f}")
     print(f"parallel efficiency (a / 2) / c: {a / 2 / c:.3f}; c / (a / 2) = {c / (a / 2):.3f} (target <= 1.1)")
+    if args.repeats > 1:
+        # the same ratio within each repeat, where (a) and (c) ran minutes apart rather than a repeat apart
+        pairs = zip(times["a"], times["c"], strict=True)
+        print("per repeat, c / (a / 2): " + ", ".join(f"{tc[0] / (ta[0] / 2):.3f}" for ta, tc in pairs))
     if "e" in best:
         print(f"of which the machine's (two workers without a sweep), e / (a / 2) = {e / (a / 2):.3f}, "
               f"and the sweep's, c / e = {c / e:.3f}")

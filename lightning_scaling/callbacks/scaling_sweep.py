@@ -223,6 +223,7 @@ class ScalingSweep(Callback):
         self._loader_dataset: Any = None
         self._datamodule: Any = None
         self._written = False
+        self._loss_watch = _NonFiniteLoss()
         self._resumed = False
         self._checkpoint: str | None = None
         self._budget_desc: str | None = None
@@ -528,6 +529,7 @@ class ScalingSweep(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._run.is_controller or trainer.sanity_checking:
             return
+        self._diverged(trainer, self._loss_watch.flush(int(trainer.global_step)))
         metrics: Mapping[str, Any] = trainer.callback_metrics
         if self.plan.monitor not in metrics:
             self._status, self._reason = "failed", self._missing_monitor(sorted(metrics))
@@ -535,8 +537,7 @@ class ScalingSweep(Callback):
         value = float(metrics[self.plan.monitor])
         self._last = value
         if not math.isfinite(value):
-            self._status, self._reason = "diverged", f"{self.plan.monitor} became {value} at step {trainer.global_step}"
-            trainer.should_stop = True
+            self._diverged(trainer, f"{self.plan.monitor} became {value} at step {trainer.global_step}")
             return
         better = self._best is None or (value < self._best if self.plan.mode == "min" else value > self._best)
         if better:
@@ -553,15 +554,18 @@ class ScalingSweep(Callback):
         if self._run.is_controller:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        # every step: a scalar read is the cheapest check (two tensor ops cost more than the step on tiny models)
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not math.isfinite(loss.item()):
-            self._status = "diverged"
-            self._reason = f"training loss became {loss.item()} at step {trainer.global_step}"
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._diverged(trainer, self._loss_watch.update(loss, int(trainer.global_step)))
+
+    def _diverged(self, trainer: pl.Trainer, reason: str | None) -> None:
+        if reason is not None and self._status == "ok":
+            self._status, self._reason = "diverged", reason
             trainer.should_stop = True
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._run.is_run:
+            self._diverged(trainer, self._loss_watch.flush(int(trainer.global_step)))
             if self._status == "ok" and self._best is None and not self._run.probe:
                 self._status, self._reason = "failed", "validation never ran, so there is no monitored value"
             path = self._run.spec.save_checkpoint if self._run.spec is not None else None
@@ -581,6 +585,43 @@ class ScalingSweep(Callback):
         self._reason = self._reason or last
         with contextlib.suppress(Exception):
             self._write(trainer, pl_module)
+
+
+class _NonFiniteLoss:
+    """Watches the training loss for NaN/inf without a host-device sync on every step.
+
+    On CPU a scalar read costs nothing, so every step is read. On an accelerator ``loss.item()`` waits
+    for the device to finish the step, which would stall the queue of kernels the Trainer keeps ahead
+    of it, once per step, in every run of the sweep (Lightning itself avoids a per-step sync). There the
+    check stays on the device (``~isfinite`` folded into one flag) and the flag is read every
+    ``read_every`` steps and when the run validates or ends: a diverged run is caught within
+    ``read_every`` steps. ``deferred`` forces one behaviour (default: deferred off the CPU).
+    """
+
+    def __init__(self, read_every: int = 32, deferred: bool | None = None) -> None:
+        self.read_every = read_every
+        self.deferred = deferred
+        self._pending: torch.Tensor | None = None
+        self._since: int | None = None
+
+    def update(self, loss: torch.Tensor, step: int) -> str | None:
+        """The reason the run diverged, or None. ``step`` is the Trainer's global step."""
+        deferred = self.deferred if self.deferred is not None else loss.device.type != "cpu"
+        if not deferred and self._pending is None:
+            value = loss.item()
+            return None if math.isfinite(value) else f"training loss became {value} at step {step}"
+        bad = ~torch.isfinite(loss.detach())
+        self._pending = bad if self._pending is None else self._pending | bad
+        self._since = step if self._since is None else self._since
+        return self.flush(step) if step - self._since + 1 >= self.read_every else None
+
+    def flush(self, step: int) -> str | None:
+        """Reads the device-side flag (one sync); the reason if a loss since the last read was NaN/inf."""
+        if self._pending is None:
+            return None
+        bad, since = bool(self._pending.item()), self._since
+        self._pending = self._since = None
+        return f"training loss became NaN or inf between steps {since} and {step}" if bad else None
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
