@@ -133,6 +133,12 @@ def test_plain_after_runs_a_scaling_sweep(tmp_path):
     assert "plan: 8 runs = 4 data fractions [0.125, 0.25, 0.5, 1] x 2 grid points" in err
     result = _check_sweep(tmp_path / "scaling_sweeps" / "digits", "hidden", [8, 32])
     assert all(r["epochs"] == 2 for r in result["runs"])
+    # every run keeps its own Lightning logs and checkpoint, in a folder named after it, also when two runs
+    # start at once (Lightning's version_N numbering lists the folder, then creates it: both could take one N)
+    logs = tmp_path / "lightning_logs"
+    for r in result["runs"]:
+        assert [p.name for p in (logs / r["run_id"] / "checkpoints").glob("*.ckpt")] == [
+            f"epoch=1-step={2 * -(-r['num_samples'] // 32)}.ckpt"], r["run_id"]
     # the controller printed the fitted law (the runs skip the print)
     assert out.startswith("eps(m) = ") and result["law"] is not None
 

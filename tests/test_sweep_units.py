@@ -440,3 +440,34 @@ def test_a_nan_loss_is_caught_without_a_device_sync_on_every_step(monkeypatch):
     cpu = _NonFiniteLoss(read_every=4)
     assert cpu.update(torch.tensor(1.0), 0) is None and cpu.update(torch.tensor(float("nan")), 1) == \
         "training loss became nan at step 1"
+
+
+def test_runs_that_start_together_log_to_folders_of_their_own(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lightning_scaling import ScalingSweep
+
+    kwargs = {"fractions": [0.1, 0.2, 0.4, 0.8], "grid": {"hidden": [8, 16]}, "monitor": "val_err"}
+    plan = SweepPlan.build(**kwargs)
+    first, second = plan.runs[0], plan.runs[1]
+
+    def version_in_run(spec, **ctx):
+        monkeypatch.setenv(ENV_RUN, RunContext(spec=spec, sweep_dir=str(tmp_path), **ctx).to_env())
+        ScalingSweep(**kwargs)  # in a run, the callback names the run's log folder
+        # both loggers created before either resolves its version, as in two runs that start at once
+        loggers = [CSVLogger(save_dir=tmp_path), CSVLogger(save_dir=tmp_path)]
+        return [lg.version for lg in loggers]
+
+    # Lightning would number both version_0: one folder, and the CSV logger deletes the other's metrics
+    assert version_in_run(first) == [first.run_id] * 2
+    assert version_in_run(second) == [second.run_id] * 2
+    (tmp_path / "lightning_logs" / first.run_id).mkdir(parents=True)
+    # a retry, the probe and a run whose folder exists (resumed after Ctrl-C) keep what is already there
+    assert version_in_run(first, attempt=2)[0] == f"{first.run_id}-attempt2"
+    assert version_in_run(first, probe=True)[0] == f"{first.run_id}-probe"
+    assert version_in_run(first)[0] == f"{first.run_id}-2"
+    # a version the user set is kept, and outside a run Lightning numbers as before
+    monkeypatch.setenv(ENV_RUN, RunContext(spec=first, sweep_dir=str(tmp_path)).to_env())
+    assert CSVLogger(save_dir=tmp_path, version="mine").version == "mine"
+    monkeypatch.delenv(ENV_RUN)
+    assert CSVLogger(save_dir=tmp_path / "plain").version == 0

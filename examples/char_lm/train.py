@@ -275,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         monitor="val_loss",
         mode="min",
     )
-    # one CSV folder per run (the sweep runs two or more at once; Lightning's version_N would collide)
-    version = "controller" if run.is_controller else run.spec.run_id + ("-probe" if run.probe else "")
-    loggers = [CSVLogger(save_dir=args.root, name="logs", version=version)]
+    # inside a run, a logger without a version logs to logs/<run id> (the sweep names it); the controller
+    # trains nothing, so its own folder gets a name of its own instead of version_0
+    loggers = [CSVLogger(save_dir=args.root, name="logs", version="controller" if run.is_controller else None)]
     if args.wandb:
         from pytorch_lightning.loggers import WandbLogger
 

@@ -72,6 +72,47 @@ def _is_interrupt(exc: BaseException, namespace: ModuleType) -> bool:
     return sigterm is not None and isinstance(exc, sigterm)
 
 
+def _run_log_version(logger: Any, run: RunContext) -> str:
+    """A run's own log folder name: its run id (``-probe``, ``-attempt<k>``), then ``-2``, ``-3`` ... if taken."""
+    assert run.spec is not None
+    base = run.spec.run_id + ("-probe" if run.probe else "") + (f"-attempt{run.attempt}" if run.attempt > 1 else "")
+    root = str(logger.root_dir)
+    fs = getattr(logger, "_fs", None)
+    exists = fs.isdir if fs is not None else os.path.isdir
+    version, k = base, 1
+    while exists(os.path.join(root, version)):
+        k += 1
+        version = f"{base}-{k}"
+    return version
+
+
+def _name_run_logs(namespace: ModuleType) -> None:
+    """Inside a run, a TensorBoard or CSV logger with no ``version`` logs to ``<name>/<run_id>``.
+
+    Lightning numbers such a logger's folder ``version_N`` by listing the folder when training starts and
+    creates it a moment later. Two runs of a sweep that start at once can both list it in between, take
+    the same N and write into one folder: TensorBoard mixes their events, the CSV logger deletes the
+    other run's metrics, and ``ModelCheckpoint`` (which saves under that folder) overwrites the other
+    run's checkpoints of the same step. The run id is unique and says which run the folder holds.
+
+    The patch is installed on the logger classes of the run's own process (no hook runs before Lightning
+    resolves the version) and falls back to Lightning's numbering when the process is not a sweep run;
+    a ``version`` the user set is left alone.
+    """
+    for name in ("TensorBoardLogger", "CSVLogger"):
+        cls = getattr(getattr(namespace, "loggers", None), name, None)
+        original = getattr(cls, "_get_next_version", None)
+        if cls is None or not callable(original) or getattr(original, "_run_logs", False):
+            continue  # a Lightning without this private method keeps its own numbering
+
+        def next_version(self: Any, _original: Callable[[Any], Any] = original) -> Any:
+            run = current_run(seed=False)
+            return _run_log_version(self, run) if run.is_run else _original(self)
+
+        next_version._run_logs = True  # type: ignore[attr-defined]
+        cls._get_next_version = next_version
+
+
 class ScalingSweep(Callback):
     r"""Run the study of Hestness et al. 2017 from one ``trainer.fit`` call.
 
@@ -205,6 +246,8 @@ class ScalingSweep(Callback):
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
         self._run: RunContext = current_run(seed=False)
+        if self._run.is_run:
+            _name_run_logs(self._pl)
         # the controller builds its launcher now, so a missing extra (ray, submitit) fails here; runs need none
         self._launcher: Launcher | None = None
         if self._run.is_controller and launcher is not None and launcher != "local":
