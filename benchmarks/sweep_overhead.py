@@ -7,7 +7,11 @@ The same N runs (equal cost: a fixed number of steps, one per data fraction), me
 (c) by the sweep with 2 slots,
 (d) by the sweep with 2 slots, runs started as new processes instead of by the fork server,
 (e) two copies of (a) at once, each with half the runs: what two parallel workers get from this
-    machine without any sweep (shared caches, memory bandwidth, CPU frequency), the ceiling for (c).
+    machine without any sweep (shared caches, memory bandwidth, CPU frequency), the ceiling for (c),
+(f) side by side, started together: a 1-slot sweep (one thread) and one plain worker, each running
+    all N runs. Both see the same machine at the same moment, so the ratio of their spans (first run
+    start to last run end) is the sweep's own cost per run, free of the drift between cases that
+    run minutes apart (only with ``--cases ...f``).
 
 Each is timed as a whole ``python`` command, as a user would run it; the cases run interleaved,
 ``--repeats`` times, and each keeps its fastest repeat (a shared machine's speed drifts by ~10%
@@ -34,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +106,8 @@ def task(args: argparse.Namespace) -> None:
     from lightning_scaling.sweep import LocalLauncher
 
     current_run()
-    launcher = LocalLauncher(slots=args.slots, fork_server=not args.no_fork_server)
+    launcher = LocalLauncher(slots=args.slots, fork_server=not args.no_fork_server,
+                             threads_per_slot=args.threads_per_slot or None)
     fractions, seeds = _layout(args.runs)
     sweep = ScalingSweep(fractions=fractions, seeds=seeds, monitor="val_err", launcher=launcher, probe=False,
                          bootstrap=0, sweep_dir=args.sweep_dir)
@@ -116,10 +122,12 @@ def in_process(runs: int, steps: int, root: str, part: int = 0, parts: int = 1) 
 
     fractions, seeds = _layout(runs)
     todo = [f for _ in range(seeds) for f in fractions][part::parts]
+    start = time.time()
     t0 = time.perf_counter()
     for f in todo:
         model, data, trainer = _task_objects(steps, root, [])
         trainer.fit(model, datamodule=DataFraction(data, fraction=f))
+    print(json.dumps({"span": [start, time.time()]}))  # for (f), which compares it with a sweep's runs
     return time.perf_counter() - t0
 
 
@@ -140,6 +148,30 @@ def one_process(runs: int, steps: int, parts: int = 1) -> float:
         if p.returncode != 0:
             raise SystemExit(f"the in-process runs failed:\n{err[-3000:]}")
     return wall
+
+
+def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
+    """(f): a 1-slot, 1-thread sweep and a plain worker with the same runs, started together; the ratio
+    of their spans (first run start to last run end), then each span."""
+    folder, root = tempfile.mkdtemp(prefix="ls-overhead-f-"), tempfile.mkdtemp(prefix="ls-overhead-a-")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    sweep = subprocess.Popen([sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps), "--slots",
+                              "1", "--threads-per-slot", "1", "--sweep-dir", folder], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen([sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps),
+                               "--sweep-dir", root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = worker.communicate()
+    sweep_err = sweep.communicate()[1]
+    shutil.rmtree(root, ignore_errors=True)
+    if worker.returncode != 0 or sweep.returncode != 0:
+        raise SystemExit(f"case (f) failed:\n{err[-2000:]}\n{sweep_err[-2000:]}")
+    w0, w1 = json.loads(out.strip().splitlines()[-1])["span"]
+    records = [json.loads(p.read_text()) for p in Path(folder, "runs").glob("*.json")]
+    shutil.rmtree(folder, ignore_errors=True)
+    if len(records) != runs or any(r["status"] != "ok" for r in records):
+        raise SystemExit(f"expected {runs} ok runs, got {records}")
+    span = max(r["ended_at"] for r in records) - min(r["started_at"] for r in records)
+    return span / (w1 - w0), span, w1 - w0
 
 
 def by_sweep(runs: int, steps: int, slots: int, fork_server: bool = True) -> tuple[float, float, float]:
@@ -175,6 +207,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=0, help="steps per run (default: calibrated)")
     parser.add_argument("--slots", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads-per-slot", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--sweep-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds-per-run", type=float, default=20.0)
@@ -209,6 +242,7 @@ def main() -> None:
         "e": lambda: (one_process(args.runs, steps, parts=2), 0.0, 0.0),
         "b": lambda: by_sweep(args.runs, steps, slots=1),
         "d": lambda: by_sweep(args.runs, steps, slots=2, fork_server=False),
+        "f": lambda: side_by_side(args.runs, steps),
     }
     cases = {k: v for k, v in cases.items() if k in set(args.cases) | {"a", "c"}}
     times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in cases}
@@ -221,7 +255,8 @@ def main() -> None:
     a, b, c, d, e = (best.get(k, nan)[0] for k in "abcde")
     (_, fixed_b, gap_b), (_, fixed_c, gap_c), (_, fixed_d, gap_d) = (best.get(k, nan) for k in "bcd")
     if args.repeats > 1:
-        print("repeats (s): " + "; ".join(f"({k}) " + ", ".join(f"{t[0]:.1f}" for t in times[k]) for k in times))
+        print("repeats (s): " + "; ".join(f"({k}) " + ", ".join(f"{t[0]:.1f}" for t in times[k]) for k in times
+                                          if k != "f"))
     n = args.runs
     print(f"(a) one process, back to back:  {a:8.1f} s  ({a / n:.1f} s per run, imports included once)")
     if "b" in best:
@@ -243,6 +278,11 @@ def main() -> None:
     if "e" in best:
         print(f"of which the machine's (two workers without a sweep), e / (a / 2) = {e / (a / 2):.3f}, "
               f"and the sweep's, c / e = {c / e:.3f}")
+    if "f" in times:
+        ratios = [t[0] for t in times["f"]]
+        print("(f) side by side, 1-slot sweep / plain worker, the same runs at the same time: "
+              + ", ".join(f"{r:.3f}" for r in ratios) + f" (median {statistics.median(ratios):.3f}; spans "
+              + ", ".join(f"{t[1]:.1f} / {t[2]:.1f} s" for t in times["f"]) + ")")
     print(f"fixed cost of the 2-slot sweep: {fixed_c:.1f} s (start to first run, last run to exit), paid once "
           f"per sweep: {fixed_c / (a / 2):.1%} of (a) / 2 at N={n}")
 
