@@ -115,9 +115,10 @@ def task(args: argparse.Namespace) -> None:
     trainer.fit(model, datamodule=data)
 
 
-def in_process(runs: int, steps: int, root: str, part: int = 0, parts: int = 1) -> float:
+def in_process(runs: int, steps: int, root: str, part: int = 0, parts: int = 1) -> tuple[float, float, float]:
     """The same runs back to back in this process (every ``parts``-th from ``part``), subsets through
-    DataFraction as in the sweep."""
+    DataFraction as in the sweep: their wall time, and when the first started and the last ended
+    (after the imports, as a sweep run's record starts after them)."""
     from lightning_scaling import DataFraction
 
     fractions, seeds = _layout(runs)
@@ -127,8 +128,7 @@ def in_process(runs: int, steps: int, root: str, part: int = 0, parts: int = 1) 
     for f in todo:
         model, data, trainer = _task_objects(steps, root, [])
         trainer.fit(model, datamodule=DataFraction(data, fraction=f))
-    print(json.dumps({"span": [start, time.time()]}))  # for (f), which compares it with a sweep's runs
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, start, time.time()
 
 
 def one_process(runs: int, steps: int, parts: int = 1) -> float:
@@ -220,7 +220,8 @@ def main() -> None:
         return
     if args.in_process:
         part, parts = (int(x) for x in args.part.split("/"))
-        in_process(args.runs, args.steps, args.sweep_dir, part, parts)
+        _, start, end = in_process(args.runs, args.steps, args.sweep_dir, part, parts)
+        print(json.dumps({"span": [start, end]}))  # for (f), which compares it with a sweep's runs
         return
     if args.runs < 4 or (args.runs > len(FRACTIONS) and args.runs % len(FRACTIONS)):
         raise SystemExit(f"--runs must be 4..{len(FRACTIONS)} or a multiple of {len(FRACTIONS)} "
@@ -230,7 +231,7 @@ def main() -> None:
     steps = args.steps
     if not steps:
         probe = 400
-        per_step = in_process(4, probe, root) / (4 * probe)
+        per_step = in_process(4, probe, root)[0] / (4 * probe)
         steps = max(100, int(args.seconds_per_run / per_step))
     print(f"{args.runs} runs of {steps} steps each (about {args.seconds_per_run:g} s), 1 thread per run, "
           f"{os.cpu_count()} cores")
