@@ -155,13 +155,18 @@ def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
     of their spans (first run start to last run end), then each span."""
     folder, root = tempfile.mkdtemp(prefix="ls-overhead-f-"), tempfile.mkdtemp(prefix="ls-overhead-a-")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    sweep = subprocess.Popen([sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps), "--slots",
-                              "1", "--threads-per-slot", "1", "--sweep-dir", folder], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    worker = subprocess.Popen([sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps),
-                               "--sweep-dir", root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = worker.communicate()
-    sweep_err = sweep.communicate()[1]
+    # the sweep's stderr goes to a file: a pipe nobody reads while the worker runs could fill and stall it
+    with tempfile.TemporaryFile("w+") as sweep_log:
+        sweep = subprocess.Popen([sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps),
+                                  "--slots", "1", "--threads-per-slot", "1", "--sweep-dir", folder], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=sweep_log, text=True)
+        worker = subprocess.Popen([sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps),
+                                   "--sweep-dir", root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        out, err = worker.communicate()
+        sweep.wait()
+        sweep_log.seek(0)
+        sweep_err = sweep_log.read()
     shutil.rmtree(root, ignore_errors=True)
     if worker.returncode != 0 or sweep.returncode != 0:
         raise SystemExit(f"case (f) failed:\n{err[-2000:]}\n{sweep_err[-2000:]}")
