@@ -150,6 +150,21 @@ def one_process(runs: int, steps: int, parts: int = 1) -> float:
     return wall
 
 
+def _sweep_command(runs: int, steps: int, slots: int, folder: str, *extra: str) -> list[str]:
+    """This file as the user's training script, with a sweep of ``slots`` slots writing to ``folder``."""
+    return [sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps), "--slots", str(slots),
+            "--sweep-dir", folder, *extra]
+
+
+def _ok_records(folder: str, runs: int) -> list[dict]:
+    """The sweep's run records (all ``runs`` of them, all ok, or the benchmark stops); the folder is removed."""
+    records = [json.loads(p.read_text()) for p in Path(folder, "runs").glob("*.json")]
+    if len(records) != runs or any(r["status"] != "ok" for r in records):
+        raise SystemExit(f"expected {runs} ok runs, got {records}")
+    shutil.rmtree(folder, ignore_errors=True)
+    return records
+
+
 def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
     """(f): a 1-slot, 1-thread sweep and a plain worker with the same runs, started together; the ratio
     of their spans (first run start to last run end), then each span."""
@@ -157,8 +172,7 @@ def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     # the sweep's stderr goes to a file: a pipe nobody reads while the worker runs could fill and stall it
     with tempfile.TemporaryFile("w+") as sweep_log:
-        sweep = subprocess.Popen([sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps),
-                                  "--slots", "1", "--threads-per-slot", "1", "--sweep-dir", folder], env=env,
+        sweep = subprocess.Popen(_sweep_command(runs, steps, 1, folder, "--threads-per-slot", "1"), env=env,
                                  stdout=subprocess.DEVNULL, stderr=sweep_log, text=True)
         worker = subprocess.Popen([sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps),
                                    "--sweep-dir", root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -171,10 +185,7 @@ def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
     if worker.returncode != 0 or sweep.returncode != 0:
         raise SystemExit(f"case (f) failed:\n{err[-2000:]}\n{sweep_err[-2000:]}")
     w0, w1 = json.loads(out.strip().splitlines()[-1])["span"]
-    records = [json.loads(p.read_text()) for p in Path(folder, "runs").glob("*.json")]
-    shutil.rmtree(folder, ignore_errors=True)
-    if len(records) != runs or any(r["status"] != "ok" for r in records):
-        raise SystemExit(f"expected {runs} ok runs, got {records}")
+    records = _ok_records(folder, runs)
     span = max(r["ended_at"] for r in records) - min(r["started_at"] for r in records)
     return span / (w1 - w0), span, w1 - w0
 
@@ -182,8 +193,7 @@ def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
 def by_sweep(runs: int, steps: int, slots: int, fork_server: bool = True) -> tuple[float, float, float]:
     """Wall time of the sweep, its fixed cost, and the mean gap between consecutive runs of a slot."""
     folder = tempfile.mkdtemp(prefix="ls-overhead-")
-    cmd = [sys.executable, __file__, "--task", "--runs", str(runs), "--steps", str(steps), "--slots", str(slots),
-           "--sweep-dir", folder, *([] if fork_server else ["--no-fork-server"])]
+    cmd = _sweep_command(runs, steps, slots, folder, *([] if fork_server else ["--no-fork-server"]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     start = time.time()
     t0 = time.perf_counter()
@@ -192,10 +202,7 @@ def by_sweep(runs: int, steps: int, slots: int, fork_server: bool = True) -> tup
     end = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"sweep with {slots} slot(s) failed:\n{proc.stderr[-3000:]}")
-    records = [json.loads(p.read_text()) for p in Path(folder, "runs").glob("*.json")]
-    if len(records) != runs or any(r["status"] != "ok" for r in records):
-        raise SystemExit(f"expected {runs} ok runs, got {records}")
-    shutil.rmtree(folder, ignore_errors=True)
+    records = _ok_records(folder, runs)
     spans = sorted((r["started_at"], r["ended_at"]) for r in records)
     fixed = (spans[0][0] - start) + (end - max(e for _, e in spans))
     # consecutive runs of one slot: each run starts after some earlier run ended
