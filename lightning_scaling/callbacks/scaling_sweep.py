@@ -650,7 +650,7 @@ class _NonFiniteLoss:
     def update(self, loss: torch.Tensor, step: int) -> str | None:
         """The reason the run diverged, or None. ``step`` is the Trainer's global step."""
         deferred = self.deferred if self.deferred is not None else loss.device.type != "cpu"
-        if not deferred and self._pending is None:
+        if not deferred:
             value = loss.item()
             return None if math.isfinite(value) else f"training loss became {value} at step {step}"
         bad = ~torch.isfinite(loss.detach())
