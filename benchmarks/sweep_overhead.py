@@ -240,13 +240,13 @@ def main() -> None:
                          "(a sweep fits a curve to >= 4 sizes; more runs are seeds of 8 sizes)")
     os.environ["OMP_NUM_THREADS"] = "1"
     root = tempfile.mkdtemp(prefix="ls-overhead-a-")
-    steps = args.steps
+    steps, length = args.steps, "steps given"
     if not steps:
         probe = 400
         per_step = in_process(4, probe, root)[0] / (4 * probe)
         steps = max(100, int(args.seconds_per_run / per_step))
-    print(f"{args.runs} runs of {steps} steps each (about {args.seconds_per_run:g} s), 1 thread per run, "
-          f"{os.cpu_count()} cores")
+        length = f"about {args.seconds_per_run:g} s"
+    print(f"{args.runs} runs of {steps} steps each ({length}), 1 thread per run, {os.cpu_count()} cores")
     # the cases interleaved, `--repeats` times, each reported by its fastest repeat: on a shared machine the
     # speed drifts by 10% over minutes, which sequential phases would read as overhead
     cases = {

@@ -471,3 +471,67 @@ def test_runs_that_start_together_log_to_folders_of_their_own(tmp_path, monkeypa
     assert CSVLogger(save_dir=tmp_path, version="mine").version == "mine"
     monkeypatch.delenv(ENV_RUN)
     assert CSVLogger(save_dir=tmp_path / "plain").version == 0
+
+
+def test_a_run_spends_no_per_step_hook_calls_on_hooks_it_does_not_use(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.profilers import PassThroughProfiler
+
+    from lightning_scaling import ScalingSweep
+    from tests.helpers.boring import IndexDataModule, IndexRecorder
+
+    torch.set_num_threads(1)
+
+    class Recording(PassThroughProfiler):
+        def __init__(self):
+            super().__init__()
+            self.sections: list[str] = []
+
+        def start(self, action_name: str) -> None:
+            self.sections.append(action_name)
+
+    class Model(IndexRecorder):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_err", batch.float().mean() / 100)
+
+    epoch_ends = []
+
+    class MySweep(ScalingSweep):  # a user's subclass keeps the loop hooks it implements
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch_ends.append(trainer.current_epoch)
+
+    kwargs = {"fractions": [0.25, 0.5, 0.75, 1.0], "monitor": "val_err"}
+    spec = SweepPlan.build(**kwargs).runs[0]
+    monkeypatch.setenv(ENV_RUN, RunContext(spec=spec, sweep_dir=str(tmp_path)).to_env())
+    profiler = Recording()
+    sweep = MySweep(**kwargs)
+    trainer = pl.Trainer(max_epochs=2, callbacks=[sweep], profiler=profiler, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(Model(), datamodule=IndexDataModule(n=32))
+    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert record["status"] == "ok" and record["steps"] == 2 * 8
+    called = {s.rsplit(".", 1)[1] for s in profiler.sections if s.startswith(f"[Callback]{sweep.state_key}.")}
+    # Lightning calls every hook of every callback; the run's ScalingSweep gets only those it uses
+    assert "on_train_batch_end" in called and "on_validation_end" in called and "on_fit_end" in called
+    assert not called & {"on_train_batch_start", "on_before_backward", "on_after_backward",
+                         "on_before_optimizer_step", "on_before_zero_grad", "on_train_epoch_start"}
+    assert epoch_ends == [0, 1] and "on_train_epoch_end" in called
+
+
+def test_hooks_are_kept_when_lightnings_dispatch_would_call_them_anyway(monkeypatch):
+    import pytorch_lightning as pl
+    from pytorch_lightning.trainer import call
+
+    from lightning_scaling.callbacks.scaling_sweep import _skip_unused_loop_hooks
+
+    def calls_every_hook(trainer, hook_name, *args, **kwargs):  # a Lightning without the callable() check
+        for callback in trainer.callbacks:
+            getattr(callback, hook_name)(trainer, trainer.lightning_module, *args, **kwargs)
+
+    callback = pl.Callback()
+    monkeypatch.setattr(call, "_call_callback_hooks", calls_every_hook)
+    assert _skip_unused_loop_hooks(callback, pl) == [] and callable(callback.on_before_backward)
+    monkeypatch.undo()
+    assert "on_before_backward" in _skip_unused_loop_hooks(callback, pl) and callback.on_before_backward is None
