@@ -27,6 +27,7 @@ from lightning_scaling.sweep.adaptive import (
     width_ratio,
 )
 from lightning_scaling.sweep.plan import SweepPlan
+from lightning_scaling.sweep.store import fitted_records
 
 ROOT = "/sweep"
 SIZES = [125, 250, 500, 1000, 2000, 4000, 8000, 16000]
@@ -341,3 +342,38 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="target"):
         Target.parse({"error_in": 3})
     assert Target.parse({"data_needed": 0.05}) == Target.data_needed(0.05)
+
+
+def test_a_grid_point_stopped_early_counts_at_its_size_when_the_one_that_went_on_turns_out_worse(tmp_path):
+    from lightning_scaling.sweep.result import SweepResult
+    from lightning_scaling.sweep.store import SweepStore
+
+    # as on the digits task: with one seed, w32 beat w128 at rung 0 and went on alone; w32's second seed
+    # was much worse, so over its seeds w32 is worse than what w128 had already measured
+    plan = _plan(seeds=2, sizes=[125, 250, 500, 1000], widths=(32, 128))
+    state = AdaptiveState(plan, AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5))
+    measured = {(0, 32, 0): 0.14, (0, 128, 0): 0.16, (1, 32, 0): 0.13, (1, 32, 1): 0.22}  # (rung, width, seed)
+    records: dict = {}
+    state.added_seeds.append(125)
+    while True:
+        todo, complete = state.size_progress(125, records, ROOT)
+        if complete:
+            break
+        for s in todo:
+            records[s.run_id] = {"run_id": s.run_id, "base_id": s.base_id, "rung": s.rung, "budget": s.budget,
+                                 "status": "ok", "fraction": None, "size": 125, "train_size": 125.0, "params": s.params,
+                                 "seed": s.seed, "best_value": measured[(s.rung, s.params["hidden"], s.seed)]}
+    assert [v["params"] for v in state.stopped.values()] == [json.dumps({"hidden": 128})]
+    store = SweepStore(tmp_path)
+    store.write_plan(plan.to_dict())
+    for r in records.values():
+        store.write_record(r)
+    for res in (SweepResult.from_records(state.final_records(records), monitor="val_err", mode="min", bootstrap=0),
+                SweepResult.load(tmp_path, bootstrap=0)):  # the decisions' fit and the result's: the same records
+        (best,) = res.best
+        # the best measurement at this size: w128's 0.16 (a third of the budget), not w32's mean 0.175
+        assert best["params"] == {"hidden": 128} and best["error"] == pytest.approx(0.16)
+        assert best["candidates"][json.dumps({"hidden": 32})] == pytest.approx(0.175)
+    # a grid sweep's records (no rungs) are fitted as they are
+    grid = {s.run_id: {"run_id": s.run_id, "status": "ok", "size": s.size} for s in plan.runs}
+    assert fitted_records(grid, {s.run_id for s in plan.runs}) == list(grid.values())

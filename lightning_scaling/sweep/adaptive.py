@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.store import fitted_records
 
 __all__ = [
     "AdaptiveConfig",
@@ -731,9 +732,9 @@ class AdaptiveState:
         return float(sum(device_seconds(r) for r in self.study_records(records)))
 
     def final_records(self, records: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The records the law is fitted to: every run's last rung (the grid run's own id)."""
-        planned = {s.run_id for s in self.plan.runs}
-        return [r for k, r in records.items() if k in planned]
+        """The records the law is fitted to: every run's last rung (the grid run's own id), and for a grid
+        point stopped early, the rung where it stopped (:func:`~lightning_scaling.sweep.store.fitted_records`)."""
+        return fitted_records(records, {s.run_id for s in self.plan.runs})
 
     def law(self, records: Mapping[str, Mapping[str, Any]]) -> Any:
         """The law of the best model per size, fitted as the result fits it (``config.bootstrap`` replicates)."""

@@ -22,7 +22,7 @@ from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
 from lightning_scaling.sweep.result import SweepResult
-from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
 
 if TYPE_CHECKING:
     from lightning_scaling.reporting.wandb import WandbReporter
@@ -275,7 +275,7 @@ class SweepController:
         return state.summary(records)
 
     def _planned_records(self) -> list[dict[str, Any]]:
-        return [r for k, r in self.store.records().items() if k in self._planned_ids]
+        return fitted_records(self.store.records(), self._planned_ids)
 
     def _keep(self, record: dict[str, Any]) -> None:
         # an adaptive study's earlier rungs trained on part of the budget: on disk, but neither fitted nor

@@ -169,7 +169,8 @@ class SweepResult:
         for gk in grid_keys:
             pts = []
             for a in amounts:
-                rows = by_amount[a].get(gk)
+                # a grid point an adaptive study stopped early counts at its size's best, not on its own curve
+                rows = [x for x in by_amount[a].get(gk, []) if _num(x.get("budget")) in (None, 1.0)]
                 if rows:
                     pts.append((float(np.mean([x["train_size"] for x in rows])),
                                 [x["error"] for x in rows]))
@@ -375,14 +376,13 @@ class SweepResult:
     @classmethod
     def load(cls, root: str | Path, **kwargs: Any) -> SweepResult:
         """Re-analyse a sweep folder from its run records."""
-        from lightning_scaling.sweep.store import SweepStore
+        from lightning_scaling.sweep.store import SweepStore, fitted_records
 
         store = SweepStore(root)
         plan = store.read_plan()
         if plan is None:
             raise FileNotFoundError(f"{root} holds no sweep.json: not a sweep folder")
-        planned = {r["run_id"] for r in plan["runs"]}
-        records = [r for k, r in store.records().items() if k in planned]
+        records = fitted_records(store.records(), {r["run_id"] for r in plan["runs"]})
         res = cls.from_records(records, monitor=plan["monitor"], mode=plan["mode"], **kwargs)
         from lightning_scaling.sweep.store import read_json
 

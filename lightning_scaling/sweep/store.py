@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,26 @@ class SweepStore:
 
     def write_result(self, result: Mapping[str, Any]) -> None:
         atomic_write_json(self.result_path, result)
+
+
+def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection[str]) -> list[dict[str, Any]]:
+    """The records a sweep's laws are fitted to: one per planned run that has one.
+
+    A planned run's own record; for a run an adaptive study stopped early (successive halving), the
+    record of the last rung it trained (``<run_id>_r<k>``, successful only). Its best value was
+    measured with part of the budget, so it is an upper bound on what the run would reach: it
+    never displaces a better measurement, but where the grid points that went on turn out worse
+    over more seeds, the best measurement at that size is this one (as in the paper, the best
+    validation error found at each size). Grid sweeps have no rung records: their planned runs'.
+    """
+    planned = set(planned)
+    out = {k: dict(r) for k, r in records.items() if k in planned}
+    latest: dict[str, dict[str, Any]] = {}
+    stopped = [r for r in records.values() if r.get("base_id") in planned and r.get("base_id") not in out
+               and r.get("status") == "ok"]
+    for r in sorted(stopped, key=lambda r: r.get("rung") or 0):
+        latest[r["base_id"]] = dict(r)  # the last rung it trained
+    return [*out.values(), *latest.values()]
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
