@@ -63,7 +63,7 @@ def _execute(specs, records, per_sample_s: float = 0.001):
 
 
 def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None,
-           slots: int = 1, waves=None):
+           slots: int = 1, waves=None, execute=_execute):
     plan = plan or _plan()
     records = {} if records is None else records
     state = AdaptiveState(plan, cfg, chosen=list(chosen or []), added_seeds=list(added_seeds or []))
@@ -75,7 +75,7 @@ def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, 
         if d.done:
             return state, records, launched, d
         launched += [s.run_id for s in d.launch]
-        _execute(d.launch, records)
+        execute(d.launch, records)
     return state, records, launched, None
 
 
@@ -233,6 +233,20 @@ def test_the_last_initial_size_is_the_largest_the_budget_affords():
         state, records, _, d = _study(cfg)
         assert state.chosen[:4] == [*SIZES[:3], expected], budget
         assert state.spent(records) <= budget and "budget" in d.reason
+
+
+def test_when_no_fourth_size_fits_the_budget_the_cheapest_runs_and_of_equally_cheap_ones_the_largest():
+    def step_limited(specs, records):  # a max_steps Trainer: every size costs the same
+        _execute(specs, records, per_sample_s=0.0)
+        for s in specs:
+            records[s.run_id]["budget_limit"] = "max_steps=600"
+
+    # the three smallest sizes use up the budget; a law with an interval needs a fourth size anyway
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=6.0)
+    state, _, _, d = _study(cfg, execute=step_limited)
+    assert state.chosen == [*SIZES[:3], SIZES[-1]] and "budget" in d.reason  # the far end, at the same cost
+    state, _, _, _ = _study(cfg)  # the cost grows with the data: the smallest left is the cheapest
+    assert state.chosen == SIZES[:4]
 
 
 def test_size_selection_stops_on_budget_and_says_so():

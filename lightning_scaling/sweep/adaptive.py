@@ -123,7 +123,8 @@ class AdaptiveConfig:
         noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
         initial: number of sizes run before the first fit (at least 4): the ``initial - 1`` smallest
             candidates, then the largest one whose expected cost fits in the budget (the largest of
-            all without a budget): a far extrapolation needs the far end of the range.
+            all without a budget; when none fits, the cheapest, the largest of equally cheap ones):
+            a far extrapolation needs the far end of the range.
         start_seeds: how many of the sweep's seeds a newly chosen size runs (its successive
             halving); ``None``: all. Another seed at a size is then one more candidate of the size
             selection (it reruns only the size's surviving grid points, at the full budget), chosen
@@ -540,8 +541,13 @@ class AdaptiveState:
             left = [a for a in self.amounts if a not in self.chosen]
             margin = self.cost_margin(records)
             room = math.inf if cfg.budget is None else cfg.budget - spent
-            fits = [a for a in left if self.expected_cost(a, records) * margin <= room]
-            self.chosen.append(max(fits) if fits else left[0])
+            cost = {a: self.expected_cost(a, records) for a in left}
+            fits = [a for a in left if cost[a] * margin <= room]
+            if not fits:
+                # the law needs a fourth size all the same: the cheapest, and of equally cheap ones (every size
+                # costs the same under max_steps) the largest, not the smallest
+                fits = [a for a in left if cost[a] <= min(cost.values()) * (1 + 1e-9)]
+            self.chosen.append(max(fits))
             return self.decide(records, root, law, spent, slots)
         if self.stop_reason:
             return Decision(done=True, reason=self.stop_reason)
