@@ -535,3 +535,11 @@ def test_hooks_are_kept_when_lightnings_dispatch_would_call_them_anyway(monkeypa
     assert _skip_unused_loop_hooks(callback, pl) == [] and callable(callback.on_before_backward)
     monkeypatch.undo()
     assert "on_before_backward" in _skip_unused_loop_hooks(callback, pl) and callback.on_before_backward is None
+    # the lightning.pytorch namespace has its own dispatch and Callback base (the test extra installs it)
+    import lightning.pytorch as L
+
+    from lightning_scaling.lightning_pytorch import ScalingSweep
+
+    assert "on_before_backward" in _skip_unused_loop_hooks(L.Callback(), L)
+    assert _skip_unused_loop_hooks(ScalingSweep(fractions=[0.25, 0.5, 0.75, 1.0], monitor="val_err"), L) == \
+        _skip_unused_loop_hooks(L.Callback(), L)

@@ -278,8 +278,9 @@ class SweepController:
         return fitted_records(self.store.records(), self._planned_ids)
 
     def _keep(self, record: dict[str, Any]) -> None:
-        # an adaptive study's earlier rungs trained on part of the budget: on disk, but neither fitted nor
-        # reported live (the final result leaves them out too)
+        # an adaptive study's earlier rungs trained on part of the budget: on disk, not reported live (a rung-0
+        # record stands for its grid point only once halving has stopped it: the final result and the
+        # decisions count those, through store.fitted_records)
         if record["run_id"] not in self._planned_ids:
             return
         self._records[record["run_id"]] = record
