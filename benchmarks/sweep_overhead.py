@@ -135,8 +135,7 @@ def one_process(runs: int, steps: int, parts: int = 1) -> float:
     """(a): one python command that imports once and trains the N runs back to back; with ``parts=2``,
     (e): two such commands at once, each with every other run."""
     roots = [tempfile.mkdtemp(prefix="ls-overhead-a-") for _ in range(parts)]
-    cmds = [[sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps), "--sweep-dir",
-             root, "--part", f"{i}/{parts}"] for i, root in enumerate(roots)]
+    cmds = [_worker_command(runs, steps, root, f"{i}/{parts}") for i, root in enumerate(roots)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for cmd in cmds]
@@ -148,6 +147,12 @@ def one_process(runs: int, steps: int, parts: int = 1) -> float:
         if p.returncode != 0:
             raise SystemExit(f"the in-process runs failed:\n{err[-3000:]}")
     return wall
+
+
+def _worker_command(runs: int, steps: int, root: str, part: str = "0/1") -> list[str]:
+    """This file as a plain worker: the runs back to back in one process (every ``part``), no sweep."""
+    return [sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps), "--sweep-dir", root,
+            "--part", part]
 
 
 def _sweep_command(runs: int, steps: int, slots: int, folder: str, *extra: str) -> list[str]:
@@ -174,9 +179,8 @@ def side_by_side(runs: int, steps: int) -> tuple[float, float, float]:
     with tempfile.TemporaryFile("w+") as sweep_log:
         sweep = subprocess.Popen(_sweep_command(runs, steps, 1, folder, "--threads-per-slot", "1"), env=env,
                                  stdout=subprocess.DEVNULL, stderr=sweep_log, text=True)
-        worker = subprocess.Popen([sys.executable, __file__, "--in-process", "--runs", str(runs), "--steps", str(steps),
-                                   "--sweep-dir", root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        worker = subprocess.Popen(_worker_command(runs, steps, root), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
         out, err = worker.communicate()
         sweep.wait()
         sweep_log.seek(0)

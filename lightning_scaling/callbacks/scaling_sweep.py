@@ -150,8 +150,8 @@ def _skip_unused_loop_hooks(callback: Callback, namespace: ModuleType) -> list[s
     """
     if not _dispatch_skips_none(namespace):
         return []
-    bases = [c for c in type(callback).__mro__
-             if c.__name__ == "Callback" and c.__module__.endswith("callbacks.callback")]
+    # a lightning.pytorch subclass inherits its no-op hooks from pytorch_lightning's Callback (first in its MRO)
+    bases = {Callback, getattr(namespace, "Callback", Callback)}
     skipped = []
     for name in _LOOP_HOOKS:
         if any(getattr(type(callback), name, None) is getattr(base, name, object()) for base in bases):

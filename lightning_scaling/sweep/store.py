@@ -107,7 +107,7 @@ class SweepStore:
         atomic_write_json(self.result_path, result)
 
 
-def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection[str]) -> list[dict[str, Any]]:
+def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection[str]) -> list[Mapping[str, Any]]:
     """The records a sweep's laws are fitted to: one per planned run that has one.
 
     A planned run's own record; for a run an adaptive study stopped early (successive halving), the
@@ -118,12 +118,12 @@ def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection
     validation error found at each size). Grid sweeps have no rung records: their planned runs'.
     """
     planned = set(planned)
-    out = {k: dict(r) for k, r in records.items() if k in planned}
-    latest: dict[str, dict[str, Any]] = {}
+    out = {k: r for k, r in records.items() if k in planned}
+    latest: dict[str, Mapping[str, Any]] = {}
     stopped = [r for r in records.values() if r.get("base_id") in planned and r.get("base_id") not in out
                and r.get("status") == "ok"]
     for r in sorted(stopped, key=lambda r: r.get("rung") or 0):
-        latest[r["base_id"]] = dict(r)  # the last rung it trained
+        latest[r["base_id"]] = r  # the last rung it trained
     return [*out.values(), *latest.values()]
 
 
