@@ -249,6 +249,61 @@ def test_when_no_fourth_size_fits_the_budget_the_cheapest_runs_and_of_equally_ch
     assert state.chosen == SIZES[:4]
 
 
+def _small_runs_heavier(specs, records):
+    """Run times with per-process jitter (+-0.05 s) whose per-sample cost falls with the data size (the
+    overhead of a step weighs more on tiny subsets): a line through the small sizes overestimates a far one."""
+    _execute(specs, records)
+    for i, s in enumerate(specs):
+        r = records[s.run_id]
+        heavier = 1 + 2 / math.sqrt(s.size / 125)
+        r["wall_time_s"] = 0.5 + (r["wall_time_s"] - 0.5) * heavier + (0.05 if i % 2 else -0.05)
+
+
+def _three_small_sizes(execute):
+    probe = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=1e9)
+    state, records, _, _ = _study(probe, execute=execute, max_waves=2)  # both rungs of the three small sizes
+    assert state.chosen == SIZES[:3]
+    return state, records
+
+
+def test_the_far_initial_size_runs_when_it_may_fit_and_its_first_rung_measures_the_rest():
+    state, records = _three_small_sizes(_small_runs_heavier)
+    far, spent = SIZES[-1], state.spent(records)
+    expected, low = state.expected_cost(far, records), state.cost_low(far, records)
+    assert low < expected  # the cost model's slope, fitted to three small sizes, is uncertain that far out
+    budget = spent + (low + expected) / 2  # the far size may fit, but not at its expected cost
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+    state, records, _, d = _study(cfg, records=records, chosen=SIZES[:3], execute=_small_runs_heavier)
+    assert state.chosen[3] == far  # planned at its expected cost, the study would extrapolate from 8000
+    # its first rung measured it cheaper than extrapolated: it ran to the end, within the budget
+    assert any(r["size"] == far and r["rung"] == 1 for r in records.values())
+    assert state.spent(records) <= budget and "budget" in d.reason
+
+
+def test_the_rest_of_a_size_that_turns_out_too_costly_waits_for_a_larger_budget():
+    def heavier_far_out(specs, records):  # per sample, twice as costly at the far size as the small ones suggest
+        _execute(specs, records)
+        for i, s in enumerate(specs):
+            r = records[s.run_id]
+            r["wall_time_s"] = 0.5 + (r["wall_time_s"] - 0.5) * (1 + s.size / SIZES[-1]) + (0.05 if i % 2 else -0.05)
+
+    state, records = _three_small_sizes(heavier_far_out)
+    far, spent = SIZES[-1], state.spent(records)
+    budget = spent + state.expected_cost(far, records)  # it fits, as far as the small sizes can tell
+    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+    state, records, _, d = _study(cfg, records=records, chosen=SIZES[:3], execute=heavier_far_out)
+    assert state.chosen == [*SIZES[:3], far]
+    # the far size's first rung ran and measured the rest at more than is left: it waits, the cap holds
+    assert d.reason.startswith(f"budget: the next rung of size {far}") and "larger budget=" in d.reason
+    assert state.spent(records) <= budget
+    assert {r["rung"] for r in records.values() if r["size"] == far} == {0}
+    # a larger budget continues it from its checkpoints (a first rung run twice would fail the executor)
+    more = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget * 2)
+    state, records, launched, _ = _study(more, records=records, chosen=state.chosen, execute=heavier_far_out)
+    cont = [records[i] for i in launched if records[i]["size"] == far]
+    assert cont and all(r["rung"] == 1 and r["resumed_from"] for r in cont)
+
+
 def test_size_selection_stops_on_budget_and_says_so():
     cfg = AdaptiveConfig(target=Target.data_needed(0.05), tolerance=1e-6, budget=60.0)
     state, records, _, d = _study(cfg)

@@ -207,7 +207,7 @@ class ScalingSweep(Callback):
             Trainer's ``max_epochs`` (or ``max_steps`` when set), ending at 1.0.
         eta: adaptive only: each rung keeps the best ``ceil(n / eta)`` grid points (and any within noise of the best).
         initial_sizes: adaptive only: how many sizes run before the first fit: the smallest but one,
-            then the largest the budget affords.
+            then the largest whose first rung the budget affords (its cost measured before the rest runs).
         start_seeds: adaptive only: how many of ``seeds`` a newly chosen size runs (``None``: all); the
             study adds a further seed at a size when that narrows the interval most per device-second.
 

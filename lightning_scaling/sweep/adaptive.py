@@ -11,7 +11,8 @@ error), and spends compute where it narrows that target's interval most:
   noise). The others are stopped, with the reason recorded. Survivors continue from the checkpoint
   their rung wrote, up to the full budget (the last rung), whose record is the run's final record.
 * **Data-size selection.** The study starts with ``initial`` sizes (the smallest but one, then the
-  largest the budget affords: an extrapolation needs the far end), fits the law, and then picks
+  largest whose first rung the budget affords: an extrapolation needs the far end, and its cost,
+  extrapolated from the small sizes, is measured before the rest of it runs), fits the law, and then picks
   the next size by the expected shrinkage of the target's interval per unit of
   compute (a delta-method estimate, :func:`width_ratio`, over the size's expected cost), until the
   interval's relative width is at most ``tolerance`` or the next size would exceed ``budget``
@@ -122,9 +123,10 @@ class AdaptiveConfig:
         margin: a grid point within ``margin`` (relative) of the best is never stopped.
         noise_z: ... nor one within ``noise_z`` standard errors of the best (seed noise, pooled).
         initial: number of sizes run before the first fit (at least 4): the ``initial - 1`` smallest
-            candidates, then the largest one whose expected cost fits in the budget (the largest of
-            all without a budget; when none fits, the cheapest, the largest of equally cheap ones):
-            a far extrapolation needs the far end of the range.
+            candidates, then the largest one whose first rung fits in the budget (the largest of all
+            without a budget; when none fits, the cheapest, the largest of equally cheap ones): a far
+            extrapolation needs the far end of the range. Its later rungs (like those of every size
+            chosen after it) start only when their cost, measured by its first rung, fits what is left.
         start_seeds: how many of the sweep's seeds a newly chosen size runs (its successive
             halving); ``None``: all. Another seed at a size is then one more candidate of the size
             selection (it reruns only the size's surviving grid points, at the full budget), chosen
@@ -391,6 +393,9 @@ class CostModel:
     ``trained * m`` term read a step-limited task's longer rungs as growth with the data, and priced
     its largest size out of a budget that could afford it.
 
+    ``cov`` is the covariance of ``(fixed, per_budget, per_sample)`` from the runs' scatter around
+    the fit (``None``: not estimated), for :meth:`sd`.
+
     >>> CostModel(fixed=0.5, per_budget=1.0, per_sample=0.0)(1.0, 300)   # steps: no growth with m
     1.5
     """
@@ -398,9 +403,19 @@ class CostModel:
     fixed: float
     per_budget: float
     per_sample: float
+    cov: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)
 
     def __call__(self, trained: float, m: float) -> float:
         return self.fixed + self.per_budget * trained + self.per_sample * trained * m
+
+    def sd(self, runs: Sequence[tuple[float, float, float]]) -> float:
+        """Standard error of the expected total cost of ``runs``, each ``(count, trained, m)``, from the
+        uncertainty of the fitted coefficients (0 without ``cov``). Large for sizes far beyond the
+        ones measured: a slope fitted to runs of a few tenths of a second is uncertain."""
+        if self.cov is None:
+            return 0.0
+        f = np.sum([[n, n * tr, n * tr * m] for n, tr, m in runs], axis=0)
+        return float(np.sqrt(max(float(f @ np.asarray(self.cov) @ f), 0.0)))
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> list[float]:
@@ -411,6 +426,23 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> list[float]:
     scale[scale == 0] = 1.0
     coef, _ = nnls(x / scale, y)
     return [float(c) for c in coef / scale]
+
+
+def _fit_cost(x: np.ndarray, t: np.ndarray, columns: Sequence[int]) -> CostModel:
+    """:class:`CostModel` with the coefficients ``columns`` (of fixed, per_budget, per_sample) fitted to
+    ``t`` by :func:`_nnls`, the others 0; their covariance ``s^2 (X'X)^-1`` where there are more runs
+    than coefficients (the non-negativity bounds left out: an approximation at a bound)."""
+    coef = _nnls(x, t)
+    full = [0.0, 0.0, 0.0]
+    for c, v in zip(columns, coef, strict=True):
+        full[c] = v
+    n, p = x.shape
+    if n <= p:
+        return CostModel(*full)
+    s2 = float(np.sum((t - x @ np.asarray(coef)) ** 2)) / (n - p)
+    cov = np.zeros((3, 3))
+    cov[np.ix_(columns, columns)] = s2 * np.linalg.pinv(x.T @ x)
+    return CostModel(*full, cov=tuple(tuple(float(v) for v in row) for row in cov))
 
 
 # -- the study's state, rebuilt from records ---------------------------------------------------------
@@ -531,21 +563,39 @@ class AdaptiveState:
         if not self.chosen:
             self.chosen = self.amounts[: cfg.initial - 1]
         launch: list[RunSpec] = []
-        for a in self.chosen:
+        held: list[tuple[Any, float]] = []
+        for i, a in enumerate(self.chosen):
             todo, _ = self.size_progress(a, records, root)
+            if cfg.budget is not None and i >= cfg.initial - 1:
+                # a size chosen under the budget continues from its checkpoints only while what it has left
+                # fits: its cost is known from its own first rung by now, not extrapolated from smaller sizes
+                rest = self.continue_cost(todo, records)
+                if rest and spent + rest + self.continue_cost(launch, records) > cfg.budget:
+                    held.append((a, rest))
+                    continue
             launch += todo
         if launch:
             return Decision(launch=launch)
+        if held:
+            a, rest = held[0]
+            return self._stop(f"budget: the next rung of size {_key_label(a)} would cost ~{rest:.1f} device-seconds, "
+                              f"{spent:.1f} of {cfg.budget:g} are spent; its grid points count through their last "
+                              f"rung (a larger budget= continues them from their checkpoints)")
         if len(self.chosen) < cfg.initial:
-            # the last initial size: the largest affordable candidate (an extrapolation needs the far end)
+            # the last initial size: the largest affordable candidate (an extrapolation needs the far end). Its
+            # cost is extrapolated from runs of a few tenths of a second, 16x beyond them (the teacher benchmark
+            # priced 8,192 samples at 6-17 device-s from 128-512; they cost 7-9.5): the size is taken when its
+            # first rung fits (with the margin) and the whole of it may (the low end of the cost model's
+            # range); the rest runs once its first rung has measured it and it fits (the budget check above)
             left = [a for a in self.amounts if a not in self.chosen]
             margin = self.cost_margin(records)
             room = math.inf if cfg.budget is None else cfg.budget - spent
-            cost = {a: self.expected_cost(a, records) for a in left}
-            fits = [a for a in left if cost[a] * margin <= room]
+            first = {a: self.rung_costs(a, records)[self.first_rung] for a in left}
+            fits = [a for a in left if first[a] * margin <= room and self.cost_low(a, records) <= room]
             if not fits:
                 # the law needs a fourth size all the same: the cheapest, and of equally cheap ones (every size
                 # costs the same under max_steps) the largest, not the smallest
+                cost = {a: self.expected_cost(a, records) for a in left}
                 fits = [a for a in left if cost[a] <= min(cost.values()) * (1 + 1e-9)]
             self.chosen.append(max(fits))
             return self.decide(records, root, law, spent, slots)
@@ -657,14 +707,12 @@ class AdaptiveState:
             return CostModel(0.0, 0.0, 1.0)
         trained, m, t = np.array(pts).T
         if all(str(r.get("budget_limit") or "").startswith("max_steps=") for r in used):
-            fixed, per_budget = _nnls(np.column_stack([np.ones_like(t), trained]), t)
-            return CostModel(fixed, per_budget, 0.0)
+            return _fit_cost(np.column_stack([np.ones_like(t), trained]), t, [0, 1])
         if len(set(m.tolist())) < 2:
             # one size cannot tell a per-step cost from a per-sample one: assume the cost grows with the
             # data (the cautious extrapolation to the larger sizes still to choose)
-            fixed, per_sample = _nnls(np.column_stack([np.ones_like(t), trained * m]), t)
-            return CostModel(fixed, 0.0, per_sample)
-        return CostModel(*_nnls(np.column_stack([np.ones_like(t), trained, trained * m]), t))
+            return _fit_cost(np.column_stack([np.ones_like(t), trained * m]), t, [0, 2])
+        return _fit_cost(np.column_stack([np.ones_like(t), trained, trained * m]), t, [0, 1, 2])
 
     def cost_margin(self, records: Mapping[str, Mapping[str, Any]]) -> float:
         """``1 + 2 x`` the relative scatter of run costs around :meth:`cost_model` (at most 1.5): the
@@ -697,18 +745,44 @@ class AdaptiveState:
             alive = max(1, math.ceil(alive / self.config.eta))
         return float(alive)
 
-    def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
-        """Expected device-seconds of one size under successive halving, from the cost model and the
-        survivors per rung seen so far (every start seed; a continued rung pays only its extra budget)."""
-        model = self.cost_model(records)
+    def _size_runs(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> list[tuple[float, float, float]]:
+        """One size's rungs as ``(runs, trained, m)``: the survivors per rung seen so far times the start
+        seeds, the share of the budget each trains (a continued rung pays only its extra), its data size."""
         m = self._size_in(amount, self.train_sizes(records))
         seeds = len(self.start_seeds)
-        total, prev = 0.0, 0.0
+        out, prev = [], 0.0
         for rung, frac in enumerate(self.config.rungs):
-            if rung >= self.first_rung:
-                total += self.survivors(rung, records) * seeds * model(frac - prev, m)
-                prev = frac
-        return total
+            if rung < self.first_rung:
+                out.append((0.0, 0.0, m))
+                continue
+            out.append((self.survivors(rung, records) * seeds, frac - prev, m))
+            prev = frac
+        return out
+
+    def rung_costs(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> list[float]:
+        """Expected device-seconds of each rung of one size under successive halving (0 before the first
+        rung), from the cost model and the survivors per rung seen so far."""
+        model = self.cost_model(records)
+        return [n * model(tr, m) if n else 0.0 for n, tr, m in self._size_runs(amount, records)]
+
+    def cost_low(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """The low end of one size's expected cost: :meth:`expected_cost` less two standard errors of
+        the cost model's coefficients (:meth:`CostModel.sd`); the expected cost when the runs fit it exactly."""
+        sd = self.cost_model(records).sd(self._size_runs(amount, records))
+        return max(self.expected_cost(amount, records) - 2.0 * sd, 0.0)
+
+    def expected_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Expected device-seconds of one size, every rung (:meth:`rung_costs`)."""
+        return float(sum(self.rung_costs(amount, records)))
+
+    def continue_cost(self, specs: Sequence[RunSpec], records: Mapping[str, Mapping[str, Any]]) -> float:
+        """Expected device-seconds of the rungs in ``specs`` that continue from a checkpoint (their extra budget)."""
+        cont = [s for s in specs if s.resume_from and isinstance(s.rung, int) and s.rung > 0]
+        if not cont:
+            return 0.0
+        model, train = self.cost_model(records), self.train_sizes(records)
+        return float(sum(model(self.config.rungs[s.rung] - self.config.rungs[s.rung - 1],
+                               self._size_in(self.amount(s), train)) for s in cont))
 
     def seed_cost(self, amount: Any, records: Mapping[str, Mapping[str, Any]]) -> float:
         """Expected device-seconds of one more seed at a size run: its surviving grid points, full budget."""
