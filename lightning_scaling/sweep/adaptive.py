@@ -563,21 +563,22 @@ class AdaptiveState:
         if not self.chosen:
             self.chosen = self.amounts[: cfg.initial - 1]
         launch: list[RunSpec] = []
-        held: list[tuple[Any, float]] = []
+        held: tuple[Any, float] | None = None
+        committed = 0.0  # expected cost of the continued rungs launched so far
         for i, a in enumerate(self.chosen):
             todo, _ = self.size_progress(a, records, root)
-            if cfg.budget is not None and i >= cfg.initial - 1:
+            rest = self.continue_cost(todo, records) if cfg.budget is not None else 0.0
+            if rest and i >= cfg.initial - 1 and spent + committed + rest > cfg.budget:
                 # a size chosen under the budget continues from its checkpoints only while what it has left
                 # fits: its cost is known from its own first rung by now, not extrapolated from smaller sizes
-                rest = self.continue_cost(todo, records)
-                if rest and spent + rest + self.continue_cost(launch, records) > cfg.budget:
-                    held.append((a, rest))
-                    continue
+                held = held or (a, rest)
+                continue
             launch += todo
+            committed += rest
         if launch:
             return Decision(launch=launch)
         if held:
-            a, rest = held[0]
+            a, rest = held
             return self._stop(f"budget: the next rung of size {_key_label(a)} would cost ~{rest:.1f} device-seconds, "
                               f"{spent:.1f} of {cfg.budget:g} are spent; its grid points count through their last "
                               f"rung (a larger budget= continues them from their checkpoints)")
