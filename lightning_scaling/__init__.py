@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0.dev0"
+from lightning_scaling._version import __version__
 
 # public name -> module that defines it; resolved on first attribute access (PEP 562)
 _LAZY = {

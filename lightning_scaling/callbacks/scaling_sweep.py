@@ -42,12 +42,14 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
+from lightning_scaling._checks import require_int
+from lightning_scaling._version import __version__
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import LAUNCHERS, Launcher, make_launcher
-from lightning_scaling.sweep.plan import SweepPlan, geometric, require_int
+from lightning_scaling.sweep.plan import SweepPlan, geometric
 from lightning_scaling.sweep.result import SweepResult, check_targets
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
@@ -55,9 +57,7 @@ __all__ = ["ScalingSweep"]
 
 
 def _versions(namespace: ModuleType) -> dict[str, str]:
-    import lightning_scaling
-
-    return {"lightning_scaling": lightning_scaling.__version__, "torch": torch.__version__,
+    return {"lightning_scaling": __version__, "torch": torch.__version__,
             namespace.__name__: getattr(namespace, "__version__", "?"), "python": platform.python_version()}
 
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
-from lightning_scaling.sweep.plan import RunSpec, SweepPlan, require_int
+from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.forkserver import ForkedProcess, ForkServer
-from lightning_scaling.sweep.plan import RunSpec, require_int
+from lightning_scaling.sweep.plan import RunSpec
 
 __all__ = ["LAUNCHERS", "Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "make_launcher",
            "run_on_node", "script_command"]

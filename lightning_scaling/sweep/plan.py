@@ -12,17 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunSpec", "SweepPlan", "geometric", "require_int"]
-
-
-def require_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum`` (bools are not)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be {kind}{extra}, got {value!r}")
+__all__ = ["RunSpec", "SweepPlan", "geometric"]
 
 
 def geometric(start: float, stop: float, num: int) -> list[float]:

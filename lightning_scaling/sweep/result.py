@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lightning_scaling._checks import require_int
 from lightning_scaling.laws import (
     LearningCurveFit,
     ModelSizeLaw,
@@ -26,7 +27,6 @@ from lightning_scaling.laws import (
     fit_model_size_law,
     fit_shared_exponent,
 )
-from lightning_scaling.sweep.plan import require_int
 from lightning_scaling.sweep.store import json_default
 
 if TYPE_CHECKING:
