@@ -68,12 +68,8 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
-    "KeyedPermutation",
-    "StreamSelector",
-    "hash64",
-    "select_indices",
-    "stratified_indices",
-    "subset_size",
+    "KeyedPermutation", "StreamSelector", "as_count", "as_fraction", "hash64", "labels_array", "seed64",
+    "select_indices", "stratified_indices", "subset_size",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -113,7 +109,12 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _seed64(seed: Any) -> int:
+def seed64(seed: Any) -> int:
+    """Check that ``seed`` is an int (any size, bools refused) and return it modulo ``2**64``.
+
+    >>> seed64(-1) == 2**64 - 1
+    True
+    """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__}); pass e.g. seed=0")
     return int(seed) & _MASK64
@@ -121,7 +122,7 @@ def _seed64(seed: Any) -> int:
 
 def _derive(seed: Any, *tags: int) -> int:
     """A 64-bit key from a seed and integer tags (purpose, round, stream id...)."""
-    h = _mix_int(_seed64(seed) + _GOLDEN)
+    h = _mix_int(seed64(seed) + _GOLDEN)
     for tag in tags:
         h = _mix_int(h ^ _mix_int(tag * _GOLDEN + 0x632BE59BD9B4E019))
     return h
@@ -168,8 +169,12 @@ def _as_positions(x: Any, name: str, upper: int | None = None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- sizes
-def _as_fraction(fraction: Any) -> Fraction:
-    """Validate ``fraction`` in (0, 1] and return it exactly, floats read as their shortest decimal."""
+def as_fraction(fraction: Any) -> Fraction:
+    """Check ``fraction`` is a number in (0, 1] and return it exactly, a float read as its shortest decimal.
+
+    >>> as_fraction(0.015)
+    Fraction(3, 200)
+    """
     hint = "pass a fraction of the training set in (0, 1], or size= for an absolute sample count"
     if isinstance(fraction, bool) or not isinstance(fraction, (numbers.Real, Decimal)):
         raise TypeError(f"fraction must be a number in (0, 1], got {fraction!r}; {hint}")
@@ -189,7 +194,12 @@ def _as_fraction(fraction: Any) -> Fraction:
     return value
 
 
-def _as_count(value: Any, name: str) -> int:
+def as_count(value: Any, name: str) -> int:
+    """Check ``value`` is an integer (``operator.index``; bools refused) and return it; errors name ``name``.
+
+    >>> as_count(np.int64(3), "size")
+    3
+    """
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {value!r}")
     try:
@@ -200,7 +210,7 @@ def _as_count(value: Any, name: str) -> int:
 
 
 def _check_n(n: Any) -> int:
-    n = _as_count(n, "n")
+    n = as_count(n, "n")
     if n < 1:
         raise ValueError(f"the dataset is empty (n={n}); a subset needs at least one sample")
     if n > _MAX_N:
@@ -229,7 +239,7 @@ def subset_size(n: int, fraction: float | Fraction | None = None, size: int | No
             f"(an absolute sample count); got fraction={fraction!r}, size={size!r}"
         )
     if size is not None:
-        k = _as_count(size, "size")
+        k = as_count(size, "size")
         if k < 1:
             raise ValueError(f"size must be at least 1, got {k}")
         if k > n:
@@ -237,7 +247,7 @@ def subset_size(n: int, fraction: float | Fraction | None = None, size: int | No
                 f"size={k} is larger than the dataset (n={n} samples); pass size <= {n}, or fraction= instead"
             )
         return k
-    f = _as_fraction(fraction)
+    f = as_fraction(fraction)
     return max(1, (2 * f.numerator * n + f.denominator) // (2 * f.denominator))
 
 
@@ -329,7 +339,7 @@ class KeyedPermutation:
 
     def first(self, k: int) -> np.ndarray:
         """The first ``k`` indices of the keyed order, i.e. the nested subset of size ``k``."""
-        k = _as_count(k, "k")
+        k = as_count(k, "k")
         if not 0 <= k <= self.n:
             raise ValueError(f"k must be in [0, {self.n}], got {k}")
         if self._order is not None:
@@ -379,7 +389,8 @@ def select_indices(
     return _finish(KeyedPermutation(n, seed).first(k), order)
 
 
-def _labels_array(labels: Any, n: int | None = None) -> np.ndarray:
+def labels_array(labels: Any, n: int | None = None) -> np.ndarray:
+    """``labels`` as a 1-d array, checked to hold one label per sample (``n`` of them when given)."""
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ValueError(
@@ -416,7 +427,7 @@ def stratified_indices(
         >>> len(subset), sum(labels[i] for i in subset)
         (10, 2)
     """
-    arr = _labels_array(labels)
+    arr = labels_array(labels)
     n = _check_n(len(arr))
     k = subset_size(n, fraction, size)
     try:
@@ -481,9 +492,9 @@ class StreamSelector:
             self.size = subset_size(length, size=size)
             self._perm = KeyedPermutation(length, seed)
         else:
-            f = _as_fraction(fraction)
+            f = as_fraction(fraction)
             self._threshold = None if f == 1 else (f.numerator << 64) // f.denominator
-            self._key = _derive(seed, _TAG_STREAM, _as_count(stream, "stream"))
+            self._key = _derive(seed, _TAG_STREAM, as_count(stream, "stream"))
 
     def keep(self, positions: Any) -> np.ndarray:
         """Boolean mask: which of ``positions`` (non-negative ints) are in the subset."""
