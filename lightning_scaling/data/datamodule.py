@@ -45,6 +45,7 @@ _FORWARDED_HOOKS = (
 
 
 def _datamodule_base(datamodule: Any) -> type:
+    """The ``LightningDataModule`` class in ``datamodule``'s MRO, of ``pytorch_lightning`` or ``lightning.pytorch``."""
     for cls in type(datamodule).__mro__:
         if cls.__name__ == "LightningDataModule" and cls.__module__.endswith("core.datamodule"):
             return cls
@@ -164,6 +165,8 @@ class DataFraction(LightningDataModule):
     allow_zero_length_dataloader_with_multiple_devices = _forward_property(
         "allow_zero_length_dataloader_with_multiple_devices"
     )
+    # a private Lightning attribute (HyperparametersMixin's), read by the Trainer to decide whether to log
+    # the datamodule's hparams: forwarded, never imported or called, so a rename upstream makes it inert
     _log_hyperparams = _forward_property("_log_hyperparams")
     del _forward_property
 
