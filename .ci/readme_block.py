@@ -31,7 +31,7 @@ def find_block(text: str, name: str = "tests") -> str:
         raise ValueError(f"no '<!-- ci: {name} -->' marker")
     if len(hits) > 1:
         raise ValueError(f"'<!-- ci: {name} -->' appears {len(hits)} times; it must mark one block")
-    rest = text[hits[0].end():].lstrip("\n")
+    rest = text[hits[0].end() :].lstrip("\n")
     block = FENCE.match(rest)
     if block is None:
         raise ValueError(f"'<!-- ci: {name} -->' is not followed by a fenced bash/shell/sh block")
