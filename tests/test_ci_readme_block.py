@@ -53,3 +53,9 @@ def test_command_line(tmp_path):
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert "marker" in failed.stderr
+
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(readme_block).failed == 0
