@@ -20,7 +20,7 @@ from lightning_scaling.sweep import (
     geometric,
 )
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import LocalLauncher, child_environment
+from lightning_scaling.sweep.launchers.base import LocalLauncher, child_environment
 
 
 def test_plan_orders_largest_first_with_stable_ids():
@@ -218,7 +218,7 @@ def test_bad_callback_arguments_are_named():
 
 
 def test_an_interactive_session_is_told_how_to_run_a_sweep():
-    code = "from lightning_scaling.sweep.launcher import script_command; script_command()"
+    code = "from lightning_scaling.sweep.launchers.base import script_command; script_command()"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "lightning_scaling.run_sweep('train.py'" in proc.stderr
@@ -278,7 +278,7 @@ def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
 
 def _script_job(tmp_path, name: str, body: str):
     """A job whose run is a small Python script (no Lightning): for the launcher and fork server alone."""
-    from lightning_scaling.sweep.launcher import Job
+    from lightning_scaling.sweep.launchers.base import Job
     from lightning_scaling.sweep.plan import RunSpec
 
     script = tmp_path / f"{name}.py"
@@ -405,7 +405,7 @@ def test_a_forked_run_starts_like_a_fresh_process_and_a_printing_import_cannot_b
         "           'wakeup_fd': signal.set_wakeup_fd(-1)}, open(sys.argv[0] + '.json', 'w'))\n"
     )
     launcher = LocalLauncher(slots=1, fork_server=True)
-    monkeypatch.setattr("lightning_scaling.sweep.launcher._PRELOAD", ("noisy_module",))
+    monkeypatch.setattr("lightning_scaling.sweep.launchers.base._PRELOAD", ("noisy_module",))
     try:
         job = _script_job(tmp_path, "fresh", body)
         launcher.prepare(job.command)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
-from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
+from lightning_scaling.sweep.launchers.base import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
@@ -174,7 +174,7 @@ class SweepController:
         """Resolve the command and let the launcher get ready (the fork server imports torch and Lightning
         meanwhile, in parallel with the reporter's start and the probe's setup)."""
         if self.command is None:
-            from lightning_scaling.sweep.launcher import script_command
+            from lightning_scaling.sweep.launchers.base import script_command
 
             self.command = script_command()
         prepare = getattr(self.launcher, "prepare", None)

@@ -287,8 +287,8 @@ def test_the_same_tables_land_in_the_sweep_folder_without_wandb(study):
 
 
 # -- end to end: a real sweep, runs in child processes ------------------------------------------
-HELPERS = Path(__file__).parent / "helpers"
-REPO = Path(__file__).parents[1]
+HELPERS = Path(__file__).parents[1] / "helpers"
+REPO = Path(__file__).parents[2]
 
 
 def _sweep(tmp_path: Path, mode: str, sweep: dict, reporter: dict) -> subprocess.CompletedProcess:

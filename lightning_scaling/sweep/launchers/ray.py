@@ -31,7 +31,7 @@ from typing import Any
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import Job, run_on_node
+from lightning_scaling.sweep.launchers.base import Job, run_on_node
 from lightning_scaling.sweep.store import atomic_write_text
 
 __all__ = ["RayLauncher"]

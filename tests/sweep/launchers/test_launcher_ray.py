@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from helpers.procs import default_sigint, interrupt
 
-from lightning_scaling.sweep.launcher import make_launcher, run_on_node
+from lightning_scaling.sweep.launchers.base import make_launcher, run_on_node
 
-HELPERS = Path(__file__).parent / "helpers"
-REPO = Path(__file__).parents[1]
+HELPERS = Path(__file__).parents[2] / "helpers"
+REPO = Path(__file__).parents[3]
 SWEEP = {"fractions": [0.125, 0.25, 0.5, 1.0], "monitor": "val_err", "bootstrap": 100}
 FOLDER = ("scaling_sweeps", "sweep_script")
 
@@ -90,7 +90,7 @@ def _free_port() -> int:
 # ------------------------------------------------------------------------------ fast unit tests
 def test_missing_ray_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    from lightning_scaling.sweep.ray_launcher import RayLauncher
+    from lightning_scaling.sweep.launchers.ray import RayLauncher
 
     with pytest.raises(ImportError, match=r'pip install "lightning-scaling\[ray\]"'):
         RayLauncher()
@@ -156,7 +156,7 @@ def test_slurm_parameters_map_to_sbatch_options(tmp_path, monkeypatch):
     from submitit.slurm import slurm
 
     from lightning_scaling.sweep import SlurmLauncher
-    from lightning_scaling.sweep.slurm_launcher import parse_time
+    from lightning_scaling.sweep.launchers.slurm import parse_time
 
     launcher = SlurmLauncher(partition="gpu", time="1:30:00", gpus_per_run=2, cpus_per_run=8, mem_gb=64,
                              array_parallelism=4, max_requeues=2, account="proj", qos="high", constraint="a100",
@@ -187,7 +187,7 @@ def test_slurm_parameters_map_to_sbatch_options(tmp_path, monkeypatch):
 
 
 def test_slurm_checkpoint_stops_the_run_and_resubmits_the_same_call():
-    from lightning_scaling.sweep import slurm_launcher
+    from lightning_scaling.sweep.launchers import slurm as slurm_launcher
 
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     slurm_launcher._remember(proc)

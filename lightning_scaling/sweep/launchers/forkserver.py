@@ -69,7 +69,7 @@ class ForkedProcess:
 
 
 # -c rather than -m: the package imports this module, and runpy warns when it re-runs an imported one
-_SERVE = "import sys; from lightning_scaling.sweep.forkserver import _serve; _serve(sys.argv[1:])"
+_SERVE = "import sys; from lightning_scaling.sweep.launchers.forkserver import _serve; _serve(sys.argv[1:])"
 
 
 class ForkServer:

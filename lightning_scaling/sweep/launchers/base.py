@@ -3,8 +3,8 @@
 A *slot* is what one run gets: one GPU by default (pinned with ``CUDA_VISIBLE_DEVICES``), ``k`` GPUs
 for large runs, or on a CPU-only machine a worker process with its share of the cores. The
 interface (``capacity``, ``submit``, ``poll``, ``shutdown``) is what cluster launchers implement too:
-:class:`~lightning_scaling.sweep.ray_launcher.RayLauncher` and
-:class:`~lightning_scaling.sweep.slurm_launcher.SlurmLauncher` (:func:`make_launcher` picks one by name).
+:class:`~lightning_scaling.sweep.launchers.ray.RayLauncher` and
+:class:`~lightning_scaling.sweep.launchers.slurm.SlurmLauncher` (:func:`make_launcher` picks one by name).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lightning_scaling._checks import require_int
-from lightning_scaling.sweep.forkserver import ForkedProcess, ForkServer
+from lightning_scaling.sweep.launchers.forkserver import ForkedProcess, ForkServer
 from lightning_scaling.sweep.plan import RunSpec
 
 __all__ = ["LAUNCHERS", "Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "make_launcher",
@@ -145,12 +145,12 @@ def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None =
         return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot)
     if isinstance(launcher, str):
         if name == "ray":
-            from lightning_scaling.sweep.ray_launcher import RayLauncher
+            from lightning_scaling.sweep.launchers.ray import RayLauncher
 
             # None: one GPU per run when the cluster has GPUs, none on a CPU cluster
             return RayLauncher(max_concurrent=slots, gpus_per_run=None if devices_per_slot == 1 else devices_per_slot)
         if name == "slurm":
-            from lightning_scaling.sweep.slurm_launcher import SlurmLauncher
+            from lightning_scaling.sweep.launchers.slurm import SlurmLauncher
 
             kwargs = {"array_parallelism": slots} if slots is not None else {}
             return SlurmLauncher(gpus_per_run=devices_per_slot, **kwargs)
@@ -264,7 +264,7 @@ class LocalLauncher:
         devices_per_slot: GPUs per run (``CUDA_VISIBLE_DEVICES`` holds that many ids).
         threads_per_slot: CPU threads per run; default splits the cores evenly between the slots.
         fork_server: start runs as forks of a process that imported torch and Lightning once
-            (:mod:`~lightning_scaling.sweep.forkserver`), saving seconds of imports per run; default
+            (:mod:`~lightning_scaling.sweep.launchers.forkserver`), saving seconds of imports per run; default
             on Linux. Each run is still its own process.
     """
 

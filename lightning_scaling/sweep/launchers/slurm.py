@@ -30,7 +30,7 @@ from typing import Any
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import Job, run_on_node, stop_process
+from lightning_scaling.sweep.launchers.base import Job, run_on_node, stop_process
 from lightning_scaling.sweep.store import atomic_write_json, read_json
 
 __all__ = ["SlurmLauncher", "parse_time"]
