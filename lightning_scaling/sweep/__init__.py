@@ -5,9 +5,7 @@ controller and result. Nothing here imports Lightning, so a sweep folder can be 
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import SweepController, SweepError, run_sweep
-from lightning_scaling.sweep.launchers.base import LocalLauncher, make_launcher
-from lightning_scaling.sweep.launchers.ray import RayLauncher
-from lightning_scaling.sweep.launchers.slurm import SlurmLauncher
+from lightning_scaling.sweep.launchers import LocalLauncher, RayLauncher, SlurmLauncher, make_launcher
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, geometric
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore

@@ -1,15 +1,17 @@
-"""Launchers run each sweep run as an isolated child process; the local one fills a machine's device slots.
+"""The launcher interface and what every launcher shares: the job, the run's environment, its process.
 
-A *slot* is what one run gets: one GPU by default (pinned with ``CUDA_VISIBLE_DEVICES``), ``k`` GPUs
-for large runs, or on a CPU-only machine a worker process with its share of the cores. The
-interface (``capacity``, ``submit``, ``poll``, ``shutdown``) is what cluster launchers implement too:
-:class:`~lightning_scaling.sweep.launchers.ray.RayLauncher` and
-:class:`~lightning_scaling.sweep.launchers.slurm.SlurmLauncher` (:func:`make_launcher` picks one by name).
+A launcher runs each sweep run as an isolated child process: :class:`~.local.LocalLauncher` in this
+machine's device slots, :class:`~.ray.RayLauncher` as Ray tasks, :class:`~.slurm.SlurmLauncher` as
+SLURM jobs. They implement :class:`Launcher` (``capacity``, ``submit``, ``poll``, ``shutdown``) and
+start a run's process the same way (:func:`popen_run`, :func:`run_on_node`), in an environment cleaned
+of the parent's distributed, cluster and W&B-run variables (:func:`child_environment`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import os
 import signal
 import subprocess
@@ -18,16 +20,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
-from lightning_scaling._checks import require_int
-from lightning_scaling.sweep.launchers.forkserver import ForkedProcess, ForkServer
+from lightning_scaling.sweep.context import ENV_RUN
 from lightning_scaling.sweep.plan import RunSpec
 
-__all__ = ["LAUNCHERS", "Job", "Launcher", "LocalLauncher", "Slot", "child_environment", "make_launcher",
-           "run_on_node", "script_command"]
-
-LAUNCHERS = ("local", "ray", "slurm")
+__all__ = ["Job", "Launcher", "RunProcess", "Slot", "child_environment", "die_with_parent", "import_extra", "popen_run",
+           "run_on_node", "script_command", "stop_process", "tail", "thread_environment"]
 
 # variables that would make a child think it is part of the parent's distributed job, cluster
 # allocation or W&B run: a run must start as a fresh, single job
@@ -39,6 +38,11 @@ _STRIP_EXACT = {
 _STRIP_PREFIXES = ("TORCHELASTIC_", "TORCH_ELASTIC_", "SLURM_", "LSB_", "OMPI_", "PMI_", "PMIX_", "_WANDB_",
                    "WANDB__", "JSM_NAMESPACE_", "PL_TRAINER_")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_environment(threads: int | str) -> dict[str, str]:
+    """The variables that cap a run's CPU threads (OpenMP, MKL, OpenBLAS) at ``threads``."""
+    return {v: str(threads) for v in _THREAD_VARS}
 
 
 def child_environment(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -80,13 +84,25 @@ class Slot:
     threads: int = 1
 
     def env(self) -> dict[str, str]:
-        env = {v: str(self.threads) for v in _THREAD_VARS}
+        env = thread_environment(self.threads)
         # an empty CUDA_VISIBLE_DEVICES hides every GPU from a CPU slot, so no run lands on one by accident
         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         return env
 
     def describe(self) -> str:
         return f"GPU {','.join(self.gpus)}" if self.gpus else f"CPU x{self.threads} threads"
+
+
+class RunProcess(Protocol):
+    """A started run's process: a :class:`subprocess.Popen`, or a fork server's
+    :class:`~.forkserver.ForkedProcess`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 @dataclass
@@ -102,7 +118,19 @@ class Job:
     launch: str = ""
     slot: Slot | None = None
     started: float = field(default_factory=time.time)
-    process: subprocess.Popen | ForkedProcess | None = field(default=None, repr=False)
+    process: RunProcess | None = field(default=None, repr=False)
+
+    @property
+    def sweep_dir(self) -> str:
+        """The sweep folder the run writes into (from its run context)."""
+        return str(json.loads(self.env_overrides[ENV_RUN])["sweep_dir"])
+
+    def log_header(self, where: str) -> None:
+        """Start this attempt's section of the run's log: which run, which attempt, ``where``, when."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== {self.spec.run_id} attempt {self.attempt} {where} "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
 
 
 class Launcher(Protocol):
@@ -110,7 +138,7 @@ class Launcher(Protocol):
 
     A launcher may also have ``wait(timeout)``, returning early when a run ends (without it the
     controller polls every 0.2 s), and ``prepare(command)``, called once before the first run to start
-    what runs need (:class:`LocalLauncher` starts its fork server there).
+    what runs need (:class:`~.local.LocalLauncher` starts its fork server there).
     """
 
     @property
@@ -127,42 +155,6 @@ class Launcher(Protocol):
     def shutdown(self, grace: float = 10.0) -> None: ...
 
     def close(self) -> None: ...
-
-
-def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None = None,
-                  devices_per_slot: int = 1) -> Launcher:
-    """The launcher a sweep uses: ``None``/``"local"`` (local slots), ``"ray"``, ``"slurm"``, or a launcher object.
-
-    ``slots`` caps the parallel runs (local slots, Ray runs in flight, SLURM array parallelism) and
-    ``devices_per_slot`` is each run's GPU count. A launcher object is used as it is.
-
-    Raises:
-        ImportError: for ``"ray"``/``"slurm"`` when the extra is not installed (naming the pip command).
-        ValueError: for an unknown name.
-    """
-    name = launcher.strip().lower() if isinstance(launcher, str) else None
-    if launcher is None or name == "local":
-        return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot)
-    if isinstance(launcher, str):
-        if name == "ray":
-            from lightning_scaling.sweep.launchers.ray import RayLauncher
-
-            # None: one GPU per run when the cluster has GPUs, none on a CPU cluster
-            return RayLauncher(max_concurrent=slots, gpus_per_run=None if devices_per_slot == 1 else devices_per_slot)
-        if name == "slurm":
-            from lightning_scaling.sweep.launchers.slurm import SlurmLauncher
-
-            kwargs = {"array_parallelism": slots} if slots is not None else {}
-            return SlurmLauncher(gpus_per_run=devices_per_slot, **kwargs)
-        raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
-                         "launcher object (LocalLauncher, RayLauncher, SlurmLauncher)")
-    # looked up on the class: reading a cluster launcher's capacity would connect to its cluster
-    missing = [a for a in ("capacity", "describe", "submit", "poll", "running", "shutdown", "close")
-               if not hasattr(type(launcher), a)]
-    if missing:
-        raise TypeError(f"launcher must be a name ({', '.join(LAUNCHERS)}) or a launcher object; "
-                        f"{type(launcher).__name__} has no {', '.join(missing)}")
-    return launcher
 
 
 def run_on_node(
@@ -203,10 +195,7 @@ def run_on_node(
             log.write(header.encode())
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            list(command), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
+        proc = popen_run(command, env, log, cwd=cwd)
     if on_start is not None:
         on_start(proc)
     try:
@@ -214,6 +203,31 @@ def run_on_node(
     except BaseException:
         stop_process(proc, grace)
         raise
+
+
+def popen_run(command: Sequence[str], env: Mapping[str, str], log: IO[bytes],
+              cwd: str | None = None) -> subprocess.Popen:
+    """Start a run's process: output to ``log``, no stdin, in its own session, killed with its parent on Linux.
+
+    Its own session: Ctrl-C reaches the controller only, which stops runs in order, and the run's
+    process group can be signalled as one (:func:`stop_process`).
+    """
+    return subprocess.Popen(
+        list(command), env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+    )
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn`` (Linux): the kernel kills this process when its parent dies, also by SIGKILL.
+
+    A killed controller (or fork server) so leaves no orphan writing into the sweep folder while the
+    resumed controller runs the same run again.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -227,190 +241,24 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
             proc.wait(timeout=grace if sig == signal.SIGTERM else 30)
 
 
-def _visible_gpus() -> list[str]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch, or a broken CUDA install: a CPU machine for our purposes
-        return []
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: the kernel kills the run when the controller dies (also by SIGKILL), so a killed
-    # controller leaves no orphan writing into the sweep folder while the resumed one re-runs it
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-# what the fork server imports once, if the controller imported it (the user's script will): the heavy
-# packages a training script loads; none of them initialises CUDA when imported (wandb, imported after
-# torch, starts no thread either: checked, as a run forks without the server's other threads)
-_PRELOAD = ("torch", "pytorch_lightning", "lightning.pytorch", "torchmetrics", "torchvision", "torchaudio", "wandb",
-            "lightning_scaling.callbacks", "lightning_scaling.data")
-
-
-class LocalLauncher:
-    """Runs jobs as child processes on this machine, one per device slot.
+def import_extra(module: str, *, launcher: str, extra: str, alternative: str, name: str | None = None) -> Any:
+    """Import a cluster launcher's optional dependency, or fail naming the pip commands that install it.
 
     Args:
-        slots: number of parallel runs; ``None`` = one per GPU group, or one per CPU core (up to 16)
-            on a CPU-only machine.
-        devices_per_slot: GPUs per run (``CUDA_VISIBLE_DEVICES`` holds that many ids).
-        threads_per_slot: CPU threads per run; default splits the cores evenly between the slots.
-        fork_server: start runs as forks of a process that imported torch and Lightning once
-            (:mod:`~lightning_scaling.sweep.launchers.forkserver`), saving seconds of imports per run; default
-            on Linux. Each run is still its own process.
+        module: the module to import (``"ray"``).
+        launcher: the launcher that needs it, for the message (``"Ray"``).
+        extra: this package's extra that installs it (``"ray"``: ``pip install "lightning-scaling[ray]"``).
+        alternative: the other pip command (``'"ray[default]"'``).
+        name: the dependency's name in the message (``"Ray"``); default: ``module``.
+
+    Raises:
+        ImportError: naming both pip commands.
     """
-
-    def __init__(
-        self,
-        slots: int | None = None,
-        devices_per_slot: int = 1,
-        threads_per_slot: int | None = None,
-        fork_server: bool | None = None,
-    ):
-        require_int("slots", slots, 1, allow_none=True)
-        require_int("devices_per_slot", devices_per_slot, 1)
-        require_int("threads_per_slot", threads_per_slot, 1, allow_none=True)
-        gpus = _visible_gpus()
-        cores = os.cpu_count() or 1
-        self.devices_per_slot = devices_per_slot
-        self.has_gpus = bool(gpus)
-        if gpus:
-            groups = [tuple(gpus[i : i + devices_per_slot]) for i in range(0, len(gpus), devices_per_slot)]
-            groups = [g for g in groups if len(g) == devices_per_slot]
-            if not groups:
-                raise ValueError(f"devices_per_slot={devices_per_slot} but only {len(gpus)} GPUs are visible; "
-                                 f"use devices_per_slot <= {len(gpus)}")
-            n = len(groups) if slots is None else slots
-            if n > len(groups):
-                raise ValueError(f"slots={n} with devices_per_slot={devices_per_slot} needs {n * devices_per_slot} "
-                                 f"GPUs, {len(gpus)} are visible; use slots <= {len(groups)}")
-            threads = threads_per_slot or max(1, cores // n)
-            self.slots = [Slot(i, groups[i], threads) for i in range(n)]
-        else:
-            n = slots if slots is not None else min(cores, 16)
-            threads = threads_per_slot or max(1, cores // n)
-            self.slots = [Slot(i, (), threads) for i in range(n)]
-        self._running: dict[int, Job] = {}
-        self.fork_server = sys.platform.startswith("linux") if fork_server is None else fork_server
-        self._server: ForkServer | None = None
-
-    @property
-    def capacity(self) -> int:
-        return len(self.slots) - len(self._running)
-
-    def describe(self) -> str:
-        kinds = {s.describe() for s in self.slots}
-        return f"{len(self.slots)} local slots ({', '.join(sorted(kinds))})"
-
-    def submit(self, job: Job) -> None:
-        free = [s for s in self.slots if s.index not in self._running]
-        if not free:
-            raise RuntimeError("no free slot: check capacity before submitting")
-        slot = free[0]
-        job.slot = slot
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = child_environment(os.environ, {**slot.env(), **job.env_overrides})
-        with job.log_path.open("ab") as log:
-            log.write(f"\n===== {job.spec.run_id} attempt {job.attempt} on {slot.describe()} "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n$ {' '.join(job.command)}\n".encode())
-        server = self._server_for(job.command)
-        if server is not None:
-            try:
-                job.process = server.spawn(job.command, env, os.getcwd(), job.log_path)
-            except (OSError, RuntimeError, ValueError) as exc:
-                print(f"[lightning-scaling] fork server failed ({exc}); starting runs as new processes",
-                      file=sys.stderr)
-                self.fork_server, self._server = False, None
-        if job.process is None:
-            with job.log_path.open("ab") as log:
-                job.process = subprocess.Popen(
-                    job.command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    # its own session: Ctrl-C reaches the controller, which stops runs in order
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-                )
-        job.started = time.time()
-        self._running[slot.index] = job
-
-    def prepare(self, command: Sequence[str]) -> None:
-        """Start the fork server now for runs of ``command`` (it imports while the controller goes on)."""
-        self._server_for(command)
-
-    def _server_for(self, command: Sequence[str]) -> ForkServer | None:
-        """The fork server for runs of ``command``: only this interpreter's runs can be its forks."""
-        return self._fork_server() if command[:1] == [sys.executable] else None
-
-    def _fork_server(self) -> ForkServer | None:
-        if not self.fork_server:
-            return None
-        if self._server is None:
-            preload = [m for m in _PRELOAD if m in sys.modules]
-            env = child_environment(os.environ, {"OMP_NUM_THREADS": "1"})
-            try:
-                self._server = ForkServer(preload, env)
-            except (OSError, RuntimeError) as exc:
-                print(f"[lightning-scaling] fork server unavailable ({exc}); starting runs as new processes",
-                      file=sys.stderr)
-                self.fork_server = False
-                return None
-        return self._server
-
-    def wait(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, waking as soon as the fork server reports a run's exit
-        (the next run then starts at once instead of at the next poll)."""
-        if self._server is not None and self._running and self._server.proc.poll() is None:
-            self._server.pump(timeout=timeout)
-        else:
-            time.sleep(timeout)
-
-    def close(self) -> None:
-        """Stop the fork server (after the last run)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    def poll(self) -> list[tuple[Job, int]]:
-        done = []
-        for index, job in list(self._running.items()):
-            assert job.process is not None
-            rc = job.process.poll()
-            if rc is not None:
-                done.append((job, rc))
-                del self._running[index]
-        return done
-
-    def running(self) -> list[Job]:
-        return list(self._running.values())
-
-    def shutdown(self, grace: float = 10.0) -> None:
-        """Stop every run: SIGTERM to its process group (Lightning stops cleanly), SIGKILL after ``grace``."""
-        jobs = list(self._running.values())
-        for job in jobs:
-            _signal_group(job, signal.SIGTERM)
-        deadline = time.time() + grace
-        for job in jobs:
-            assert job.process is not None
-            try:
-                job.process.wait(timeout=max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _signal_group(job, signal.SIGKILL)
-                job.process.wait()
-        self._running.clear()
-        self.close()
-
-
-def _signal_group(job: Job, sig: int) -> None:
-    assert job.process is not None
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(job.process.pid, sig)
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"the {launcher} launcher needs {name or module}, which is not installed: "
+                          f'pip install "lightning-scaling[{extra}]" (or pip install {alternative})') from exc
 
 
 def tail(path: Path, lines: int = 15) -> str:
