@@ -7,6 +7,7 @@ from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import SweepController, SweepError, run_sweep
 from lightning_scaling.sweep.launchers import LocalLauncher, RayLauncher, SlurmLauncher, make_launcher
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, geometric
+from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore
 
@@ -14,6 +15,7 @@ __all__ = [
     "AdaptiveConfig",
     "LocalLauncher",
     "RayLauncher",
+    "Reporter",
     "RunContext",
     "RunSpec",
     "SlurmLauncher",

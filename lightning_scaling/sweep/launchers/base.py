@@ -77,7 +77,8 @@ def script_command() -> list[str]:
 
 @dataclass(frozen=True)
 class Slot:
-    """What one run gets: GPU ids (empty on CPU) and a thread count."""
+    """What one run gets: GPU ids (empty on CPU) and a thread count (a :class:`~.local.LocalLauncher`
+    device slot, kept on the :class:`Job` it runs)."""
 
     index: int
     gpus: tuple[str, ...] = ()
@@ -134,7 +135,7 @@ class Job:
 
 
 class Launcher(Protocol):
-    """What the controller needs from a launcher (local slots here; Ray or SLURM on a cluster).
+    """What the controller needs from a launcher (local slots, or Ray or SLURM on a cluster).
 
     A launcher may also have ``wait(timeout)``, returning early when a run ends (without it the
     controller polls every 0.2 s), and ``prepare(command)``, called once before the first run to start
