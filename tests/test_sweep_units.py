@@ -1,4 +1,4 @@
-"""The sweep's plain-Python layers: plan, store, child environment, run context, aggregation."""
+"""The sweep's plain-Python layers: plan, store, run context, aggregation."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lightning_scaling.sweep import (
     geometric,
 )
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import LocalLauncher, child_environment
+from lightning_scaling.sweep.launchers import LocalLauncher
 
 
 def test_plan_orders_largest_first_with_stable_ids():
@@ -85,32 +85,6 @@ def test_store_writes_atomically_and_reads_back(tmp_path):
     (tmp_path / "s" / "runs" / "b.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"b.json is not valid JSON"):
         store.records()
-
-
-def test_child_environment_is_clean():
-    parent = {"PATH": "/bin", "LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "MASTER_PORT": "1234",
-              "SLURM_JOB_ID": "7", "TORCHELASTIC_RUN_ID": "x", "WANDB_SERVICE": "s", "WANDB_RUN_ID": "r",
-              "CUDA_VISIBLE_DEVICES": "0,1,2,3", "WANDB_API_KEY": "keep-the-user-s-auth", "PL_GLOBAL_SEED": "3"}
-    env = child_environment(parent, {"CUDA_VISIBLE_DEVICES": "2", ENV_RUN: "{}"})
-    assert env["CUDA_VISIBLE_DEVICES"] == "2"
-    assert env["PATH"] == "/bin" and env["WANDB_API_KEY"] == "keep-the-user-s-auth"
-    for gone in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID",
-                 "WANDB_SERVICE", "WANDB_RUN_ID", "PL_GLOBAL_SEED"):
-        assert gone not in env
-
-
-def test_local_slots_pin_gpus_and_split_threads(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    launcher = LocalLauncher()
-    assert [s.gpus for s in launcher.slots] == [("0",), ("1",), ("2",), ("3",)]
-    pairs = LocalLauncher(devices_per_slot=2)
-    assert [s.env()["CUDA_VISIBLE_DEVICES"] for s in pairs.slots] == ["0,1", "2,3"]
-    with pytest.raises(ValueError, match="devices_per_slot=8 but only 4 GPUs"):
-        LocalLauncher(devices_per_slot=8)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    cpu = LocalLauncher(slots=2, threads_per_slot=3)
-    assert [s.env()["OMP_NUM_THREADS"] for s in cpu.slots] == ["3", "3"]
-    assert all(s.env()["CUDA_VISIBLE_DEVICES"] == "" for s in cpu.slots)
 
 
 def test_current_run_reads_the_spec(monkeypatch):
@@ -217,13 +191,6 @@ def test_bad_callback_arguments_are_named():
         LocalLauncher(slots=0)
 
 
-def test_an_interactive_session_is_told_how_to_run_a_sweep():
-    code = "from lightning_scaling.sweep.launcher import script_command; script_command()"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "lightning_scaling.run_sweep('train.py'" in proc.stderr
-
-
 def test_runs_without_a_size_in_the_unit_fall_back_to_samples_or_are_named():
     recs = [r for r in _records() if r["status"] == "ok"]
     recs[0]["train_size"] = None  # e.g. a stream never sized in the user's unit: its sample count is used
@@ -274,55 +241,6 @@ def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
     ctrl._keep({"run_id": f"{run_id}_r0", "status": "ok", "best_value": 0.5})  # a third of the budget: not a point
     ctrl._keep({"run_id": run_id, "status": "ok", "best_value": 0.3})
     assert seen == [[run_id]]
-
-
-def _script_job(tmp_path, name: str, body: str):
-    """A job whose run is a small Python script (no Lightning): for the launcher and fork server alone."""
-    from lightning_scaling.sweep.launcher import Job
-    from lightning_scaling.sweep.plan import RunSpec
-
-    script = tmp_path / f"{name}.py"
-    script.write_text(body)
-    return Job(spec=RunSpec(name, 1.0, None, {}, 0, 0), attempt=1, command=[sys.executable, str(script)],
-               env_overrides={}, log_path=tmp_path / f"{name}.log")
-
-
-def _sleeper_job(tmp_path, name: str, seconds: float):
-    return _script_job(tmp_path, name, f"import time\ntime.sleep({seconds})\n")
-
-
-@pytest.mark.slow
-def test_fork_server_wakes_the_controller_on_exit_and_its_death_fails_runs_not_the_sweep(tmp_path):
-    import time
-
-    launcher = LocalLauncher(slots=2, fork_server=True)
-    try:
-        launcher.submit(_sleeper_job(tmp_path, "quick", 0.3))
-        assert launcher._server is not None  # the run was forked, not started as a new process
-        t0 = time.time()
-        finished = []
-        while not finished and time.time() - t0 < 30:
-            launcher.wait(5.0)  # returns when the server reports the exit, not after 5 s
-            finished = launcher.poll()
-        assert [(job.spec.run_id, rc) for job, rc in finished] == [("quick", 0)]
-        assert time.time() - t0 < 4.0
-
-        slow = _sleeper_job(tmp_path, "slow", 60)
-        launcher.submit(slow)
-        launcher._server.proc.kill()  # the server dies: its children die with it (PDEATHSIG)
-        t0 = time.time()
-        finished = []
-        while not finished and time.time() - t0 < 30:
-            launcher.wait(0.1)
-            finished = launcher.poll()
-        assert [(job.spec.run_id, rc) for job, rc in finished] == [("slow", -9)]
-        # the next run starts as a new process instead
-        launcher.submit(_sleeper_job(tmp_path, "after", 0.1))
-        assert launcher._server is None and not launcher.fork_server
-        job = launcher.running()[0]
-        assert job.process is not None and job.process.wait(timeout=30) == 0
-    finally:
-        launcher.shutdown(grace=1.0)
 
 
 def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_anything_else(tmp_path):
@@ -389,34 +307,6 @@ def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_an
     # the fork server (prepare) imports while W&B starts; each run's end starts the next one without a wait
     assert events == ["prepare", "reporter start", "submit 800", "submit 400", "submit 200", "submit 100", "close"]
     assert len(result.runs) == 4
-
-
-@pytest.mark.slow
-def test_a_forked_run_starts_like_a_fresh_process_and_a_printing_import_cannot_break_the_server(tmp_path, monkeypatch):
-    # a module that prints when imported, preloaded by the server: its output must not reach the protocol
-    (tmp_path / "noisy_module.py").write_text("print('hello from an import')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    import noisy_module  # noqa: F401  (the server preloads what the controller imported)
-
-    body = (
-        "import gc, json, signal, sys\n"
-        "json.dump({'gc': gc.isenabled(), 'sigchld': signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,\n"
-        "           'wakeup_fd': signal.set_wakeup_fd(-1)}, open(sys.argv[0] + '.json', 'w'))\n"
-    )
-    launcher = LocalLauncher(slots=1, fork_server=True)
-    monkeypatch.setattr("lightning_scaling.sweep.launcher._PRELOAD", ("noisy_module",))
-    try:
-        job = _script_job(tmp_path, "fresh", body)
-        launcher.prepare(job.command)
-        launcher.submit(job)
-        assert launcher._server is not None and launcher.fork_server  # forked, not a fallback subprocess
-        assert job.process is not None and job.process.wait(timeout=60) == 0
-    finally:
-        launcher.shutdown(grace=1.0)
-    seen = json.loads((tmp_path / "fresh.py.json").read_text())
-    # the server imports with the collector off and installs a SIGCHLD wake-up; a run must not inherit either
-    assert seen == {"gc": True, "sigchld": True, "wakeup_fd": -1}
 
 
 def test_a_nan_loss_is_caught_without_a_device_sync_on_every_step(monkeypatch):

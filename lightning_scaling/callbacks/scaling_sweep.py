@@ -48,7 +48,7 @@ from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
-from lightning_scaling.sweep.launcher import LAUNCHERS, Launcher, make_launcher
+from lightning_scaling.sweep.launchers import LAUNCHERS, Launcher, make_launcher
 from lightning_scaling.sweep.plan import SweepPlan, geometric
 from lightning_scaling.sweep.result import SweepResult, check_targets
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json

@@ -282,7 +282,8 @@ class WandbReporter:
 
         payload: dict[str, Any] = {}
         cols, rows = result.runs_table()
-        payload["scaling/runs"] = wandb.Table(columns=cols, data=rows)
+        # list(): a copy typed as wandb.Table wants its columns (list[str | int])
+        payload["scaling/runs"] = wandb.Table(columns=list(cols), data=rows)
         ix, iy, iid = cols.index("log10_train_size"), cols.index("log10_error"), cols.index("run_id")
         points = [[r[ix], r[iy], r[iid]] for r in rows if r[ix] is not None and r[iy] is not None]
         unit = result.size_unit
@@ -292,7 +293,7 @@ class WandbReporter:
                 table, "log10_train_size", "log10_error", title=f"every run: log10 error vs log10 {unit}")
         if result.law is not None:
             ccols, crows = result.curve_table(extrapolate=self.extrapolate, points=self.curve_points)
-            payload["scaling/curve"] = wandb.Table(columns=ccols, data=crows)
+            payload["scaling/curve"] = wandb.Table(columns=list(ccols), data=crows)
             col = {c: [r[ccols.index(c)] for r in crows] for c in ccols}
             best_x = [math.log10(b["train_size"]) for b in result.best]
             best_y = [math.log10(b["error"]) if b["error"] > 0 else None for b in result.best]

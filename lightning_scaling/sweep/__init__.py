@@ -5,17 +5,17 @@ controller and result. Nothing here imports Lightning, so a sweep folder can be 
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import SweepController, SweepError, run_sweep
-from lightning_scaling.sweep.launcher import LocalLauncher, make_launcher
+from lightning_scaling.sweep.launchers import LocalLauncher, RayLauncher, SlurmLauncher, make_launcher
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan, geometric
-from lightning_scaling.sweep.ray_launcher import RayLauncher
+from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult
-from lightning_scaling.sweep.slurm_launcher import SlurmLauncher
 from lightning_scaling.sweep.store import SweepStore
 
 __all__ = [
     "AdaptiveConfig",
     "LocalLauncher",
     "RayLauncher",
+    "Reporter",
     "RunContext",
     "RunSpec",
     "SlurmLauncher",

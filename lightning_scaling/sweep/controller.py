@@ -15,18 +15,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
-from lightning_scaling.sweep.launcher import Job, Launcher, LocalLauncher, make_launcher, tail
+from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
-
-if TYPE_CHECKING:
-    from lightning_scaling.reporting.wandb import WandbReporter
 
 __all__ = ["SweepController", "SweepError"]
 
@@ -76,7 +74,7 @@ class SweepController:
         probe: bool = True,
         analyse: Callable[[list[dict[str, Any]]], SweepResult] | None = None,
         live_analyse: Callable[[list[dict[str, Any]]], SweepResult] | None = None,
-        reporter: WandbReporter | None = None,
+        reporter: Reporter | None = None,
         name: str | None = None,
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
@@ -174,7 +172,7 @@ class SweepController:
         """Resolve the command and let the launcher get ready (the fork server imports torch and Lightning
         meanwhile, in parallel with the reporter's start and the probe's setup)."""
         if self.command is None:
-            from lightning_scaling.sweep.launcher import script_command
+            from lightning_scaling.sweep.launchers import script_command
 
             self.command = script_command()
         prepare = getattr(self.launcher, "prepare", None)
@@ -405,7 +403,7 @@ def run_sweep(
     max_retries: int = 1,
     cli_overrides: bool | None = None,
     targets: Sequence[float] = (),
-    reporter: WandbReporter | None = None,
+    reporter: Reporter | None = None,
     bootstrap: int = 1000,
     launcher: Launcher | str | None = None,
     strategy: str = "grid",

@@ -287,8 +287,8 @@ def test_the_same_tables_land_in_the_sweep_folder_without_wandb(study):
 
 
 # -- end to end: a real sweep, runs in child processes ------------------------------------------
-HELPERS = Path(__file__).parent / "helpers"
-REPO = Path(__file__).parents[1]
+HELPERS = Path(__file__).parents[1] / "helpers"
+REPO = Path(__file__).parents[2]
 
 
 def _sweep(tmp_path: Path, mode: str, sweep: dict, reporter: dict) -> subprocess.CompletedProcess:
@@ -368,3 +368,20 @@ def test_sweep_with_a_reporter_and_no_logger_starts_its_own_wandb_runs(tmp_path)
     assert len(runs) == len(records) + 1  # the probe reports nothing
     assert controller.summary["scaling/n_ok"] == 4
     _no_secret(tmp_path, proc)
+
+
+def test_a_wandb_reporter_is_the_reporter_the_controller_calls():
+    # the controller types against the Reporter protocol and never imports reporting: WandbReporter must
+    # keep every member the protocol names, with parameters the controller can call the same way
+    import inspect
+
+    from lightning_scaling.sweep.reporter import Reporter
+
+    reporter: Reporter = WandbReporter(live_bootstrap=50)  # checked by mypy where tests are type-checked
+    assert isinstance(reporter, Reporter) and reporter.live_bootstrap == 50
+    for name in ("start", "child_env", "update", "finish", "close"):
+        expected = inspect.signature(getattr(Reporter, name)).parameters.values()
+        actual = inspect.signature(getattr(WandbReporter, name)).parameters.values()
+        assert [(p.name, p.kind, p.default is p.empty) for p in actual] == \
+            [(p.name, p.kind, p.default is p.empty) for p in expected], name
+    assert not isinstance(object(), Reporter)

@@ -18,7 +18,6 @@ submitit is imported lazily; this module imports neither it nor Lightning until 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -29,22 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from lightning_scaling._checks import require_int
-from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import Job, run_on_node, stop_process
+from lightning_scaling.sweep.launchers.base import (
+    Job,
+    import_extra,
+    run_on_node,
+    stop_process,
+    thread_environment,
+)
 from lightning_scaling.sweep.store import atomic_write_json, read_json
 
 __all__ = ["SlurmLauncher", "parse_time"]
 
-_INSTALL = 'pip install "lightning-scaling[slurm]"'
 
 
 def _import_submitit() -> Any:
-    try:
-        import submitit
-    except ImportError as exc:
-        raise ImportError(f"the SLURM launcher needs submitit, which is not installed: {_INSTALL} "
-                          "(or pip install submitit)") from exc
-    return submitit
+    return import_extra("submitit", launcher="SLURM", extra="slurm", alternative="submitit")
 
 
 def parse_time(value: int | str) -> int:
@@ -61,15 +59,15 @@ def parse_time(value: int | str) -> int:
         m = re.fullmatch(r"\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*", value)
         if not m:
             raise ValueError(f"time {value!r} is not a SLURM time (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS)")
-        days, a, b, c = (int(g) if g is not None else None for g in m.groups())
+        days, first, second, third = m.groups()  # the first always; the third only after the second
         if days is not None:  # D-HH[:MM[:SS]]
-            minutes = days * 1440 + a * 60 + (b or 0) + ((c or 0) + 59) // 60
-        elif c is not None:  # HH:MM:SS
-            minutes = a * 60 + b + (c + 59) // 60
-        elif b is not None:  # MM:SS
-            minutes = a + (b + 59) // 60
+            minutes = int(days) * 1440 + int(first) * 60 + int(second or 0) + (int(third or 0) + 59) // 60
+        elif third is not None:  # HH:MM:SS
+            minutes = int(first) * 60 + int(second) + (int(third) + 59) // 60
+        elif second is not None:  # MM:SS
+            minutes = int(first) + (int(second) + 59) // 60
         else:
-            minutes = a
+            minutes = int(first)
     if minutes < 1:
         raise ValueError(f"time must be at least one minute, got {value!r}")
     return minutes
@@ -223,10 +221,7 @@ class SlurmLauncher:
     def submit(self, job: Job) -> None:
         if self.capacity < 1:
             raise RuntimeError("the SLURM launcher is full: check capacity before submitting")
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with job.log_path.open("ab") as log:
-            log.write(f"\n===== {job.spec.run_id} attempt {job.attempt} as a {self.cluster} job "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        job.log_header(f"as a {self.cluster} job")
         job.started = time.time()
         self._pending.append(job)
 
@@ -236,20 +231,18 @@ class SlurmLauncher:
             return
         jobs, self._pending = self._pending, []
         if self._executor is None:
-            sweep_dir = json.loads(jobs[0].env_overrides[ENV_RUN])["sweep_dir"]
-            folder = Path(self.folder or Path(sweep_dir) / "submitit")
+            folder = Path(self.folder or Path(jobs[0].sweep_dir) / "submitit")
             self._active_path = folder / "active_jobs.json"
             self.cancel_leftovers()
             # %j is the job id: every job's files apart
             self._executor = self.executor(folder / "%j")
-        threads = str(self.cpus_per_run or 1)
+        threads = thread_environment(self.cpus_per_run or 1)
         cwd = os.getcwd()
         fn = SlurmRun()
         submitted = []
         with self._executor.batch():
             for job in jobs:
-                overrides = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-                             **job.env_overrides}
+                overrides = {**threads, **job.env_overrides}
                 submitted.append(self._executor.submit(fn, list(job.command), overrides, str(job.log_path), cwd,
                                                        self.gpus_per_run, self.grace))
         for job, sjob in zip(jobs, submitted):

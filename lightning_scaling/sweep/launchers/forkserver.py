@@ -26,18 +26,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from lightning_scaling.sweep.launchers.base import die_with_parent
+
 __all__ = ["ForkServer", "ForkedProcess"]
-
-
-def _pdeathsig() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class ForkedProcess:
@@ -69,7 +64,7 @@ class ForkedProcess:
 
 
 # -c rather than -m: the package imports this module, and runpy warns when it re-runs an imported one
-_SERVE = "import sys; from lightning_scaling.sweep.forkserver import _serve; _serve(sys.argv[1:])"
+_SERVE = "import sys; from lightning_scaling.sweep.launchers.forkserver import serve; serve(sys.argv[1:])"
 
 
 class ForkServer:
@@ -83,7 +78,7 @@ class ForkServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SERVE, *preload],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=dict(env),
-            start_new_session=True, preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,
+            start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         assert self.proc.stdout is not None
         # no wait for "ready" here: the server imports while the controller goes on (W&B start, probe
@@ -147,7 +142,7 @@ def _child(job: dict[str, Any], server_fds: Sequence[int]) -> None:  # pragma: n
     code = 1
     try:
         os.setsid()
-        _pdeathsig()
+        die_with_parent()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in server_fds:  # the server's protocol and wake-up pipes are not the run's
@@ -199,17 +194,14 @@ def _child(job: dict[str, Any], server_fds: Sequence[int]) -> None:  # pragma: n
         os._exit(code)
 
 
-def _serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the server process
+def _preload(modules: Sequence[str]) -> None:  # pragma: no cover - runs in the server process
+    """Import ``modules`` once, for every run to share copy-on-write."""
     import gc
 
-    # the protocol gets its own descriptor; fd 1 goes to stderr, so a module that prints while it is
-    # imported cannot corrupt the protocol
-    out: IO[bytes] = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
     # importing torch and Lightning allocates millions of objects; collecting while they are being
     # created only slows the import (~20%): collect once at the end
     gc.disable()
-    for name in preload:
+    for name in modules:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
     # children share the imported modules' pages copy-on-write; collections that walk those objects
@@ -217,6 +209,29 @@ def _serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the se
     gc.collect()
     gc.freeze()
     gc.enable()
+
+
+def _reap(children: set[int], send: Callable[[dict[str, Any]], None]) -> None:  # pragma: no cover - server
+    """Report every run that has exited (without blocking) and forget it."""
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        send({"event": "exited", "pid": pid, "rc": os.waitstatus_to_exitcode(status)})
+
+
+def serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the server process
+    """The server process's loop: import ``preload``, then fork a run per request on stdin until it closes."""
+    # the protocol gets its own descriptor; fd 1 goes to stderr, so a module that prints while it is
+    # imported cannot corrupt the protocol
+    out: IO[bytes] = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _preload(preload)
     # a run's exit interrupts the wait at once (the controller starts the next run without a poll delay)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -255,20 +270,8 @@ def _serve(preload: Sequence[str]) -> None:  # pragma: no cover - runs in the se
                     _child(job, (out.fileno(), wake_r, wake_w))
                 children.add(pid)
                 send({"event": "started", "id": job["id"], "pid": pid})
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                children.clear()
-                break
-            if pid == 0:
-                break
-            children.discard(pid)
-            send({"event": "exited", "pid": pid, "rc": os.waitstatus_to_exitcode(status)})
+        _reap(children, send)
     out.flush()
     # nothing left to clean up: skip the interpreter's teardown of torch and Lightning (~1 s)
     os._exit(0)
 
-
-if __name__ == "__main__":
-    _serve(sys.argv[1:])

@@ -31,12 +31,11 @@ from typing import Any
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import Job, run_on_node
+from lightning_scaling.sweep.launchers.base import Job, import_extra, run_on_node, thread_environment
 from lightning_scaling.sweep.store import atomic_write_text
 
 __all__ = ["RayLauncher"]
 
-_INSTALL = 'pip install "lightning-scaling[ray]"'
 # variables that describe the controller's node or session, not the study: never forwarded to a run
 _NODE_LOCAL = {"HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_", "TMPDIR", "DISPLAY", "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK",
                "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "CUDA_VISIBLE_DEVICES", "LIGHTNING_SCALING_RUN"}
@@ -48,12 +47,7 @@ _MAX_LOG = 4 << 20  # bytes of a run's log returned through Ray (its end), when 
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError(f"the Ray launcher needs Ray, which is not installed: {_INSTALL} "
-                          "(or pip install \"ray[default]\")") from exc
-    return ray
+    return import_extra("ray", launcher="Ray", extra="ray", alternative='"ray[default]"', name="Ray")
 
 
 def _run_task(command: list[str], overrides: dict[str, str], log_path: str, cwd: str, gpus: int,
@@ -228,8 +222,7 @@ class RayLauncher:
 
     def submit(self, job: Job) -> None:
         self._connect()
-        sweep_dir = json.loads(job.env_overrides[ENV_RUN])["sweep_dir"]
-        marker, token = self._marker(sweep_dir)
+        marker, token = self._marker(job.sweep_dir)
         if self.forward_env is True:
             forwarded = {k: v for k, v in os.environ.items()
                          if k not in _NODE_LOCAL and not k.startswith(_NODE_PREFIXES)}
@@ -237,14 +230,8 @@ class RayLauncher:
             forwarded = {}
         else:
             forwarded = {k: os.environ[k] for k in self.forward_env if k in os.environ}
-        threads = str(max(1, math.floor(self.cpus_per_run)))
-        overrides = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-                     **job.env_overrides}
-        header = (f"\n===== {job.spec.run_id} attempt {job.attempt} as a Ray task "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with job.log_path.open("ab") as log:
-            log.write(header.encode())
+        overrides = {**thread_environment(max(1, math.floor(self.cpus_per_run))), **job.env_overrides}
+        job.log_header("as a Ray task")
         ref = self._remote.remote(list(job.command), overrides, str(job.log_path), os.getcwd(), self._gpus,
                                   forwarded, marker, token, self.grace)
         job.started = time.time()
@@ -274,7 +261,7 @@ class RayLauncher:
 
     def _store_returned(self, job: Job, out: Mapping[str, Any]) -> None:
         """Write what a run on a node without the sweep folder returned: its JSON files and its log."""
-        root = Path(json.loads(job.env_overrides[ENV_RUN])["sweep_dir"])
+        root = Path(job.sweep_dir)
         for rel, text in out.get("files", {}).items():
             target = (root / rel).resolve()
             if root.resolve() in target.parents:  # only files inside the sweep folder
