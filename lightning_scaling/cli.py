@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import warnings
 from collections import defaultdict
@@ -112,11 +113,15 @@ def _plot_path(text: str) -> Path:
         with path.open("ab"):  # appending changes nothing in a file that exists
             pass
     except OSError as exc:
-        raise CLIError(f"argument --plot: cannot write {text!r} ({exc.strerror}); give a path in an existing, "
-                       "writable folder") from None
+        raise _unwritable(text, exc) from None
     if not existed:
         path.unlink(missing_ok=True)
     return path
+
+
+def _unwritable(text: str, exc: OSError) -> CLIError:
+    return CLIError(f"argument --plot: cannot write {text!r} ({exc.strerror}); give a path in an existing, writable "
+                    "folder")
 
 
 # -- reading the file ------------------------------------------------------------------------------------
@@ -206,7 +211,7 @@ def _csv_table(path: Path, text: str) -> _Table:
     for r in rows:
         for k in _RUN_NUMBERS:
             r[k] = _cell_number(r.get(k))
-        r["params"] = {k: _cell_value(r.get(k)) for k in grid}
+        r["params"] = {k: _cell_number(r.get(k), default=r.get(k)) for k in grid}
     return _Table(path, list(enumerate(rows, 1)), columns, sweep="runs.csv")
 
 
@@ -214,17 +219,12 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r))
 
 
-def _cell_number(text: Any) -> float | int | None:
+def _cell_number(text: Any, default: Any = None) -> Any:
     try:
         v = float(text)
     except (TypeError, ValueError):
-        return None
+        return default
     return int(v) if v.is_integer() and "." not in str(text) and "e" not in str(text).lower() else v
-
-
-def _cell_value(text: Any) -> Any:
-    v = _cell_number(text)
-    return text if v is None else v
 
 
 # -- which rows and columns are fitted -------------------------------------------------------------------
@@ -390,8 +390,7 @@ def _fit_command(args: argparse.Namespace) -> int:
             print(f"note: no shared-exponent test: {exc}", file=sys.stderr)
     needed = {k: [_data_needed(f, t) for t in args.target or ()] for k, f in fits.items()}
     if plot is not None:
-        _save_plot(plot, fits, args.group, _axis_label(x_col, fitted, "size_unit"),
-                   _axis_label(y_col, fitted, "monitor"))
+        _save_plot(plot, fits, args.group, (x_col, y_col), fitted or {})
     if args.json:
         print(json.dumps(_payload(args, fits, shared, needed, fitted, plot), indent=2, default=json_default))
         return 0
@@ -437,11 +436,8 @@ def _data_needed(fit: LearningCurveFit, target: float) -> Any:
         raise CLIError(f"argument --target {target:g}: {exc}") from None
 
 
-def _axis_label(col: str, fitted: dict[str, Any] | None, key: str) -> str:
-    return f"{col} ({fitted[key]})" if fitted and fitted.get(key) else col
-
-
-def _save_plot(path: Path, fits: dict[str, LearningCurveFit], group: str | None, xlabel: str, ylabel: str) -> None:
+def _save_plot(path: Path, fits: dict[str, LearningCurveFit], group: str | None, columns: tuple[str, str],
+               fitted: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -450,13 +446,13 @@ def _save_plot(path: Path, fits: dict[str, LearningCurveFit], group: str | None,
     fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
     for name, fit in fits.items():
         fit.plot(ax=ax, label=name if group else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    unit, monitor = fitted.get("size_unit"), fitted.get("monitor")
+    ax.set_xlabel(f"{columns[0]} ({unit})" if unit else columns[0])
+    ax.set_ylabel(f"{columns[1]} ({monitor})" if monitor else columns[1])
     try:
         fig.savefig(path, dpi=130)
     except OSError as exc:
-        raise CLIError(f"argument --plot: cannot write {str(path)!r} ({exc.strerror}); give a path in an existing, "
-                       "writable folder") from None
+        raise _unwritable(str(path), exc) from None
     finally:
         plt.close(fig)
 
@@ -498,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"lightning-scaling: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
