@@ -13,8 +13,7 @@ keys (a test checks that the two agree).
 ('failed', 0.5, '{"hidden": 64}')
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: TypedDict reads ``Required[...]`` from evaluated annotations
 import json
 from collections.abc import Mapping
 from typing import Any, cast
@@ -62,7 +61,7 @@ class RunRecord(TypedDict, total=False):
     #: integer: the attempt that wrote the record (1, then 2, ... for retries)
     attempt: Required[int]
     #: string: the token of the launch that wrote it (tells a fresh record from a stale one)
-    launch: Required[str | None]
+    launch: Required[str]
     #: string: ``"ok"``, ``"diverged"`` or ``"failed"``
     status: Required[str]
     #: string or null: why the run diverged or failed
@@ -116,11 +115,11 @@ class RunRecord(TypedDict, total=False):
     #: object: versions of lightning_scaling, torch, the Lightning package and python
     versions: dict[str, str]
     #: string: adaptive studies: the grid run this rung belongs to
-    base_id: str | None
+    base_id: str
     #: integer: adaptive studies: the successive-halving rung (0, 1, ...)
-    rung: int | None
+    rung: int
     #: number: adaptive studies: the rung's training budget as a fraction of the Trainer's
-    budget: float | None
+    budget: float
     #: string or null: adaptive studies: the Trainer limit the rung trained to (``"max_epochs=3"``)
     budget_limit: str | None
     #: string or null: adaptive studies: the checkpoint the rung continued from
@@ -142,7 +141,7 @@ def build_record(
     *,
     status: str,
     attempt: int,
-    launch: str | None,
+    launch: str,
     reason: str | None = None,
     base: Mapping[str, Any] | None = None,
     **fields: Any,
