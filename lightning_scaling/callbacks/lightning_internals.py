@@ -34,6 +34,7 @@ __all__ = [
     "name_run_logs",
     "run_log_version",
     "skip_unused_loop_hooks",
+    "state_key_of",
     "train_data_source",
     "wandb_logger_has_fixed_id",
 ]
@@ -131,6 +132,16 @@ def skip_unused_loop_hooks(callback: Any, namespace: ModuleType) -> list[str]:
             setattr(callback, name, None)
             skipped.append(name)
     return skipped
+
+
+# ------------------------------------------------------------------- Callback._generate_state_key
+def state_key_of(callback: Any, **kwargs: Any) -> str:
+    """A callback's ``state_key`` from its class and arguments, by the protected ``Callback._generate_state_key``
+    that Lightning's own callbacks use; without it, the same format (class name, then the arguments' repr)."""
+    generate = getattr(callback, "_generate_state_key", None)
+    if callable(generate):
+        return str(generate(**kwargs))
+    return f"{type(callback).__qualname__}{kwargs!r}"
 
 
 # ---------------------------------------------------------------- Trainer._accelerator_connector

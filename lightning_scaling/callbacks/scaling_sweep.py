@@ -24,7 +24,6 @@ private API is in :mod:`~lightning_scaling.callbacks.lightning_internals`.
         print(sweep.result.law)
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +36,12 @@ from typing_extensions import override
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.callbacks.controller_role import ControllerRole
-from lightning_scaling.callbacks.lightning_internals import is_interrupt, name_run_logs, skip_unused_loop_hooks
+from lightning_scaling.callbacks.lightning_internals import (
+    is_interrupt,
+    name_run_logs,
+    skip_unused_loop_hooks,
+    state_key_of,
+)
 from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
@@ -179,7 +183,6 @@ class ScalingSweep(Callback):
         if not (reporter is None or isinstance(reporter, bool | WandbReporter)):
             raise TypeError(f"reporter must be a WandbReporter, True, False or None, got {type(reporter).__name__}")
         self.reporter = reporter
-
         self._run: RunContext = current_run(seed=False)
         # the role this process plays: the controller (the script the user started) or one run of the study
         self._controller: ControllerRole | None = None
@@ -195,7 +198,7 @@ class ScalingSweep(Callback):
                 built = make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot)
             self._controller = ControllerRole(self, self._run, self._pl, built)
         # Lightning names a profiler section after state_key on every hook call: build it once
-        self._state_key = self._generate_state_key(monitor=self.plan.monitor, runs=len(self.plan.runs))
+        self._state_key = state_key_of(self, monitor=self.plan.monitor, runs=len(self.plan.runs))
 
     @property
     @override

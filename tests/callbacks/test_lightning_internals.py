@@ -20,6 +20,7 @@ from lightning_scaling.callbacks.lightning_internals import (
     devices_flag,
     name_run_logs,
     skip_unused_loop_hooks,
+    state_key_of,
     train_data_source,
     wandb_logger_has_fixed_id,
 )
@@ -128,3 +129,6 @@ def test_a_lightning_without_the_private_names_gets_the_fallbacks(tmp_path, monk
     plain = SimpleNamespace(loggers=SimpleNamespace(CSVLogger=type("CSVLogger", (), {})))
     name_run_logs(plain)
     assert not hasattr(plain.loggers.CSVLogger, "_get_next_version")
+    # the state key: Lightning's own, else the same format
+    assert state_key_of(pl.Callback(), monitor="val_err") == "Callback{'monitor': 'val_err'}"
+    assert state_key_of(SimpleNamespace(), monitor="val_err") == "SimpleNamespace{'monitor': 'val_err'}"
