@@ -14,6 +14,9 @@ Importing this module needs the ``lightning`` package (``pip install lightning``
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import ClassVar
+
 try:
     import lightning.pytorch as L
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -28,11 +31,14 @@ from lightning_scaling.data import DataFraction as _DataFraction
 __all__ = ["DataFraction", "ScalingSweep"]
 
 
-class ScalingSweep(_ScalingSweep, L.Callback):
+# The ignore[misc] on both twins: the two namespaces ship the same classes under two import paths, so mypy
+# sees two unrelated bases whose hooks (or DataModule methods) it cannot prove identical; at run time the
+# package's class comes first in the MRO and the lightning.pytorch base only makes isinstance checks pass.
+class ScalingSweep(_ScalingSweep, L.Callback):  # type: ignore[misc]
     """:class:`lightning_scaling.ScalingSweep` for ``lightning.pytorch`` Trainers (same arguments)."""
 
-    _pl = L
+    _pl: ClassVar[ModuleType] = L
 
 
-class DataFraction(_DataFraction, L.LightningDataModule):
+class DataFraction(_DataFraction, L.LightningDataModule):  # type: ignore[misc]
     """:class:`lightning_scaling.DataFraction` for ``lightning.pytorch`` Trainers (same arguments)."""

@@ -19,15 +19,15 @@ import pytest
 from helpers.procs import default_sigint, interrupt
 from helpers.runif import RunIf
 
+from lightning_scaling.sweep.record import RUN_RECORD_KEYS
+
 HELPERS = Path(__file__).parent / "helpers"
 REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
 
-RUN_KEYS = {
-    "run_id", "attempt", "status", "reason", "fraction", "size", "num_samples", "train_size", "size_unit",
-    "params", "seed", "data_seed", "trainable_params", "monitor", "best_value", "best_step", "final_value",
-    "steps", "wall_time_s", "versions",
-}
+# every key of a run record (sweep/record.py) but those of adaptive rungs and failed runs
+RUN_KEYS = set(RUN_RECORD_KEYS) - {"base_id", "rung", "budget", "budget_limit", "resumed_from",
+                                   "cumulative_wall_time_s", "checkpoint", "attempts"}
 
 
 def _env(sweep: dict, **extra: str) -> dict[str, str]:

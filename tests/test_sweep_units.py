@@ -77,14 +77,6 @@ def test_geometric():
         geometric(1.0, 0.5, 3)
 
 
-def test_store_writes_atomically_and_reads_back(tmp_path):
-    store = SweepStore(tmp_path / "s")
-    store.write_record({"run_id": "a", "status": "ok", "best_value": 0.5})
-    assert store.read_record("a")["best_value"] == 0.5
-    assert not list((tmp_path / "s" / "runs").glob(".*tmp"))  # no temporary left behind
-    (tmp_path / "s" / "runs" / "b.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"b.json is not valid JSON"):
-        store.records()
 
 
 def test_current_run_reads_the_spec(monkeypatch):
@@ -160,35 +152,6 @@ def test_sweep_package_imports_no_lightning():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, ENV_RUN: ""})
 
 
-def test_trainer_asking_for_more_gpus_than_a_slot_is_refused():
-    from types import SimpleNamespace
-
-    from pytorch_lightning.accelerators import CUDAAccelerator
-
-    from lightning_scaling import ScalingSweep
-    from lightning_scaling.sweep import SweepError
-
-    sweep = ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], monitor="val_err")
-    trainer = SimpleNamespace(accelerator=CUDAAccelerator(), num_devices=4,
-                              _accelerator_connector=SimpleNamespace(_devices_flag=4))
-    with pytest.raises(SweepError, match=r"asks for 4 GPUs per run.*devices_per_slot=4"):
-        sweep._check_devices(trainer)
-    trainer._accelerator_connector._devices_flag = "auto"  # adapts to the slot: accepted
-    sweep._check_devices(trainer)
-    ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], monitor="val_err", devices_per_slot=4)._check_devices(
-        SimpleNamespace(accelerator=CUDAAccelerator(), num_devices=4,
-                        _accelerator_connector=SimpleNamespace(_devices_flag=4)))
-
-
-def test_bad_callback_arguments_are_named():
-    from lightning_scaling import ScalingSweep
-
-    with pytest.raises(ValueError, match="max_retries"):
-        ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], max_retries=-1)
-    with pytest.raises(ValueError, match="devices_per_slot"):
-        ScalingSweep(fractions=[0.1, 0.2, 0.4, 0.8], devices_per_slot=0)
-    with pytest.raises(ValueError, match="slots must be a positive integer"):
-        LocalLauncher(slots=0)
 
 
 def test_runs_without_a_size_in_the_unit_fall_back_to_samples_or_are_named():
@@ -309,127 +272,3 @@ def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_an
     assert len(result.runs) == 4
 
 
-def test_a_nan_loss_is_caught_without_a_device_sync_on_every_step(monkeypatch):
-    import torch
-
-    from lightning_scaling.callbacks.scaling_sweep import _NonFiniteLoss
-
-    reads = []
-    item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
-    # as on a GPU: the flag stays on the device and is read once every 4 steps
-    watch = _NonFiniteLoss(read_every=4, deferred=True)
-    assert [watch.update(torch.tensor(x), step) for step, x in enumerate([1.0, 0.9, float("nan")])] == [None] * 3
-    assert reads == []
-    reason = watch.update(torch.tensor(0.5), 3)
-    assert reads == [1] and reason == "training loss became NaN or inf between steps 0 and 3"
-    # a NaN in the last steps before the run validates or ends is read then
-    assert watch.update(torch.tensor(float("inf")), 4) is None and watch.flush(5) is not None
-    assert watch.flush(6) is None
-    # on CPU every step is read (a scalar read costs nothing there) and the reason names the step
-    cpu = _NonFiniteLoss(read_every=4)
-    assert cpu.update(torch.tensor(1.0), 0) is None and cpu.update(torch.tensor(float("nan")), 1) == \
-        "training loss became nan at step 1"
-
-
-def test_runs_that_start_together_log_to_folders_of_their_own(tmp_path, monkeypatch):
-    from pytorch_lightning.loggers import CSVLogger
-
-    from lightning_scaling import ScalingSweep
-
-    kwargs = {"fractions": [0.1, 0.2, 0.4, 0.8], "grid": {"hidden": [8, 16]}, "monitor": "val_err"}
-    plan = SweepPlan.build(**kwargs)
-    first, second = plan.runs[0], plan.runs[1]
-
-    def version_in_run(spec, **ctx):
-        monkeypatch.setenv(ENV_RUN, RunContext(spec=spec, sweep_dir=str(tmp_path), **ctx).to_env())
-        ScalingSweep(**kwargs)  # in a run, the callback names the run's log folder
-        # both loggers created before either resolves its version, as in two runs that start at once
-        loggers = [CSVLogger(save_dir=tmp_path), CSVLogger(save_dir=tmp_path)]
-        return [lg.version for lg in loggers]
-
-    # Lightning would number both version_0: one folder, and the CSV logger deletes the other's metrics
-    assert version_in_run(first) == [first.run_id] * 2
-    assert version_in_run(second) == [second.run_id] * 2
-    (tmp_path / "lightning_logs" / first.run_id).mkdir(parents=True)
-    # a retry, the probe and a run whose folder exists (resumed after Ctrl-C) keep what is already there
-    assert version_in_run(first, attempt=2)[0] == f"{first.run_id}-attempt2"
-    assert version_in_run(first, probe=True)[0] == f"{first.run_id}-probe"
-    assert version_in_run(first)[0] == f"{first.run_id}-2"
-    # a version the user set is kept, and outside a run Lightning numbers as before
-    monkeypatch.setenv(ENV_RUN, RunContext(spec=first, sweep_dir=str(tmp_path)).to_env())
-    assert CSVLogger(save_dir=tmp_path, version="mine").version == "mine"
-    monkeypatch.delenv(ENV_RUN)
-    assert CSVLogger(save_dir=tmp_path / "plain").version == 0
-
-
-def test_a_run_spends_no_per_step_hook_calls_on_hooks_it_does_not_use(tmp_path, monkeypatch):
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.profilers import PassThroughProfiler
-
-    from lightning_scaling import ScalingSweep
-    from tests.helpers.boring import IndexDataModule, IndexRecorder
-
-    torch.set_num_threads(1)
-
-    class Recording(PassThroughProfiler):
-        def __init__(self):
-            super().__init__()
-            self.sections: list[str] = []
-
-        def start(self, action_name: str) -> None:
-            self.sections.append(action_name)
-
-    class Model(IndexRecorder):
-        def validation_step(self, batch, batch_idx):
-            self.log("val_err", batch.float().mean() / 100)
-
-    epoch_ends = []
-
-    class MySweep(ScalingSweep):  # a user's subclass keeps the loop hooks it implements
-        def on_train_epoch_end(self, trainer, pl_module):
-            epoch_ends.append(trainer.current_epoch)
-
-    kwargs = {"fractions": [0.25, 0.5, 0.75, 1.0], "monitor": "val_err"}
-    spec = SweepPlan.build(**kwargs).runs[0]
-    monkeypatch.setenv(ENV_RUN, RunContext(spec=spec, sweep_dir=str(tmp_path)).to_env())
-    profiler = Recording()
-    sweep = MySweep(**kwargs)
-    trainer = pl.Trainer(max_epochs=2, callbacks=[sweep], profiler=profiler, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
-    trainer.fit(Model(), datamodule=IndexDataModule(n=32))
-    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
-    assert record["status"] == "ok" and record["steps"] == 2 * 8
-    called = {s.rsplit(".", 1)[1] for s in profiler.sections if s.startswith(f"[Callback]{sweep.state_key}.")}
-    # Lightning calls every hook of every callback; the run's ScalingSweep gets only those it uses
-    assert "on_train_batch_end" in called and "on_validation_end" in called and "on_fit_end" in called
-    assert not called & {"on_train_batch_start", "on_before_backward", "on_after_backward",
-                         "on_before_optimizer_step", "on_before_zero_grad", "on_train_epoch_start"}
-    assert epoch_ends == [0, 1] and "on_train_epoch_end" in called
-
-
-def test_hooks_are_kept_when_lightnings_dispatch_would_call_them_anyway(monkeypatch):
-    import pytorch_lightning as pl
-    from pytorch_lightning.trainer import call
-
-    from lightning_scaling.callbacks.scaling_sweep import _skip_unused_loop_hooks
-
-    def calls_every_hook(trainer, hook_name, *args, **kwargs):  # a Lightning without the callable() check
-        for callback in trainer.callbacks:
-            getattr(callback, hook_name)(trainer, trainer.lightning_module, *args, **kwargs)
-
-    callback = pl.Callback()
-    monkeypatch.setattr(call, "_call_callback_hooks", calls_every_hook)
-    assert _skip_unused_loop_hooks(callback, pl) == [] and callable(callback.on_before_backward)
-    monkeypatch.undo()
-    assert "on_before_backward" in _skip_unused_loop_hooks(callback, pl) and callback.on_before_backward is None
-    # the lightning.pytorch namespace has its own dispatch and Callback base (the test extra installs it)
-    import lightning.pytorch as L
-
-    from lightning_scaling.lightning_pytorch import ScalingSweep
-
-    assert "on_before_backward" in _skip_unused_loop_hooks(L.Callback(), L)
-    assert _skip_unused_loop_hooks(ScalingSweep(fractions=[0.25, 0.5, 0.75, 1.0], monitor="val_err"), L) == \
-        _skip_unused_loop_hooks(L.Callback(), L)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.record import RECORDED
 from lightning_scaling.sweep.result import SweepResult
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class WandbReporter:
             self._safe("updating the run's config", self._run.config.update, config, allow_val_change=True)
         self._thread = threading.Thread(target=self._worker, name="lightning-scaling-wandb", daemon=True)
         self._thread.start()
-        if any(r.get("status") in ("ok", "diverged", "failed") for r in records):
+        if any(r.get("status") in RECORDED for r in records):
             self.update(records)
 
     def child_env(self, spec: RunSpec) -> dict[str, str]:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.record import OK, RECORDED, grid_key, record_amount
 from lightning_scaling.sweep.store import fitted_records
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "width_ratio",
 ]
 
-FINAL = ("ok", "diverged", "failed")
 WIDTH_CAP = 1e3  # an unbounded interval counts as this relative width when comparing candidates
 
 
@@ -474,7 +474,7 @@ class AdaptiveState:
 
     # -- the plan's pieces -------------------------------------------------------------------------
     def amount(self, spec: RunSpec) -> Any:
-        return spec.fraction if spec.fraction is not None else spec.size
+        return record_amount(spec)
 
     @property
     def amounts(self) -> list[Any]:
@@ -522,10 +522,10 @@ class AdaptiveState:
         n = len(self.config.rungs)
         start = set(self.start_seeds)
         specs = [s for s in self.specs_at(amount) if s.seed in start]
-        alive = {json_key(s.params) for s in specs}
+        alive = {grid_key(s.params) for s in specs}
         for rung in range(self.first_rung, n):
-            todo = [self.rung_spec(s, rung, root) for s in specs if json_key(s.params) in alive]
-            todo_left = [t for t in todo if (records.get(t.run_id) or {}).get("status") not in FINAL]
+            todo = [self.rung_spec(s, rung, root) for s in specs if grid_key(s.params) in alive]
+            todo_left = [t for t in todo if (records.get(t.run_id) or {}).get("status") not in RECORDED]
             if todo_left:
                 return todo_left, False
             if rung == n - 1:
@@ -533,18 +533,18 @@ class AdaptiveState:
             scores: dict[str, list[float]] = {}
             for t in todo:
                 rec = records[t.run_id]
-                v = rec.get("best_value") if rec.get("status") == "ok" else None
+                v = rec.get("best_value") if rec.get("status") == OK else None
                 ok = isinstance(v, int | float) and math.isfinite(v)
                 err = (1.0 - float(v) if self.plan.mode == "max" else float(v)) if ok else math.inf
-                scores.setdefault(json_key(t.params), []).append(err)
+                scores.setdefault(grid_key(t.params), []).append(err)
             keep, why = promote(scores, eta=self.config.eta, margin=self.config.margin, noise_z=self.config.noise_z)
             for k, reason in why.items():
                 self.stopped[f"{amount}|{k}"] = {"size": amount, "params": k, "rung": rung,
                                                  "budget": self.config.rungs[rung], "reason": reason}
             alive = set(keep)
         added = set(self.seeds_at(amount)) - start
-        extra = [self.full_spec(s) for s in self.specs_at(amount) if s.seed in added and json_key(s.params) in alive]
-        extra_left = [t for t in extra if (records.get(t.run_id) or {}).get("status") not in FINAL]
+        extra = [self.full_spec(s) for s in self.specs_at(amount) if s.seed in added and grid_key(s.params) in alive]
+        extra_left = [t for t in extra if (records.get(t.run_id) or {}).get("status") not in RECORDED]
         return extra_left, not extra_left
 
     def decide(self, records: Mapping[str, Mapping[str, Any]], root: str, law: Any | Callable[[], Any],
@@ -673,7 +673,7 @@ class AdaptiveState:
     def train_sizes(self, records: Mapping[str, Mapping[str, Any]]) -> dict[Any, float]:
         out: dict[Any, float] = {}
         for r in records.values():
-            a = r.get("fraction") if r.get("fraction") is not None else r.get("size")
+            a = record_amount(r)
             if isinstance(r.get("train_size"), int | float):
                 out[a] = float(r["train_size"])
         return out
@@ -736,7 +736,7 @@ class AdaptiveState:
         counts = []
         for a in self.chosen:
             ids = {rung_id(s.run_id, rung, n) for s in self.specs_at(a)}
-            points = {json_key(records[i].get("params") or {}) for i in ids if i in records}
+            points = {grid_key(records[i].get("params") or {}) for i in ids if i in records}
             if points:
                 counts.append(len(points))
         if counts:
@@ -790,7 +790,7 @@ class AdaptiveState:
         m = self._size_in(amount, self.train_sizes(records))
         n = len(self.config.rungs)
         ids = {s.run_id for s in self.specs_at(amount)}
-        points = {json_key(r.get("params") or {}) for k, r in records.items() if k in ids and r.get("rung") == n - 1}
+        points = {grid_key(r.get("params") or {}) for k, r in records.items() if k in ids and r.get("rung") == n - 1}
         return max(len(points), 1) * self.cost_model(records)(1.0, m)
 
     def grid_cost(self, records: Mapping[str, Mapping[str, Any]]) -> float:
@@ -805,7 +805,7 @@ class AdaptiveState:
         planned = {s.run_id for s in self.plan.runs}
         chosen = set(self.chosen)
         return [r for r in records.values()
-                if (r.get("fraction") if r.get("fraction") is not None else r.get("size")) in chosen
+                if record_amount(r) in chosen
                 and (r.get("base_id") or r.get("run_id")) in planned]
 
     def spent(self, records: Mapping[str, Mapping[str, Any]]) -> float:
@@ -848,10 +848,3 @@ def _size_of(key: Any) -> Any:
 
 def _key_label(key: Any) -> str:
     return f"{key[1]} (+1 seed)" if isinstance(key, tuple) else str(key)
-
-
-def json_key(params: Mapping[str, Any]) -> str:
-    """A grid point as a stable string key."""
-    import json
-
-    return json.dumps(dict(sorted(params.items())), sort_keys=True)

@@ -22,13 +22,13 @@ from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Targ
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, RECORDED, build_record
 from lightning_scaling.sweep.reporter import Reporter
-from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.result import SweepResult, analysis
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
 
 __all__ = ["SweepController", "SweepError"]
 
-FINAL = ("ok", "diverged")
 PROBE_ID = "probe"
 ADAPTIVE_FILE = "adaptive.json"
 
@@ -88,9 +88,8 @@ class SweepController:
         self.cli_overrides = cli_overrides
         self.max_retries = max_retries
         self.probe = probe
-        self.analyse = analyse or (lambda recs: SweepResult.from_records(recs, monitor=plan.monitor, mode=plan.mode))
-        self.live_analyse = live_analyse or (lambda recs: SweepResult.from_records(
-            recs, monitor=plan.monitor, mode=plan.mode, bootstrap=200))
+        self.analyse = analyse or analysis(monitor=plan.monitor, mode=plan.mode)
+        self.live_analyse = live_analyse or analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=200)
         self.reporter = reporter
         self.name = name or store.root.name
         self.stream = stream or sys.stderr
@@ -151,7 +150,7 @@ class SweepController:
         # kept in memory so reporting a finished run does not re-read every record from disk
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
-        todo = [s for s in self.plan.runs if self._status[s.run_id] not in FINAL]
+        todo = [s for s in self.plan.runs if self._status[s.run_id] not in COMPLETED]
         done = len(self.plan.runs) - len(todo)
         self.log(f"plan: {self.plan.summary()}")
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
@@ -163,7 +162,7 @@ class SweepController:
             if self.reporter is not None:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             if todo:
-                if self.probe and not any(r.get("status") == "ok" for r in records.values()):
+                if self.probe and not any(r.get("status") == OK for r in records.values()):
                     self._probe()
                 self._loop(todo)
         return self._conclude()
@@ -232,13 +231,13 @@ class SweepController:
         records = self.store.records()
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {}
-        done = sum(r.get("status") in FINAL for r in records.values())
+        done = sum(r.get("status") in COMPLETED for r in records.values())
         self.log(f"plan (adaptive, target: {cfg.target.describe()}; tolerance {cfg.tolerance}, budget "
                  f"{cfg.budget} device-s; rungs {[round(r, 4) for r in cfg.rungs]}): candidates {self.plan.summary()}")
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} run rungs already finished")
-        probed = any(r.get("status") == "ok" for r in records.values())
+        probed = any(r.get("status") == OK for r in records.values())
         with self._launching():
             self._prepare_launcher()
             if self.reporter is not None:
@@ -261,7 +260,7 @@ class SweepController:
                          + ", ".join(sorted({f'{s.size_label} rung {s.rung}' for s in decision.launch})))
                 self._loop(decision.launch)
                 failed = [s.run_id for s in decision.launch
-                          if (self.store.read_record(s.run_id) or {}).get("status") not in (*FINAL, "failed")]
+                          if (self.store.read_record(s.run_id) or {}).get("status") not in RECORDED]
                 if failed:  # pragma: no cover - _loop writes a failed record for every run that gave up
                     raise SweepError(f"runs left without a record: {failed}")
         return self._conclude(adaptive=self._adaptive_summary(state, self.store.records()))
@@ -326,7 +325,7 @@ class SweepController:
             for job, rc in finished:
                 rec = self.store.read_record(job.spec.run_id)
                 fresh = rec is not None and rec.get("launch") == job.launch
-                if fresh and rec["status"] in FINAL:
+                if fresh and rec["status"] in COMPLETED:
                     self._status[job.spec.run_id] = rec["status"]
                     self._durations.append(time.time() - job.started)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
@@ -341,15 +340,13 @@ class SweepController:
                     queue.append((job.spec, job.attempt + 1))
                 else:
                     self.log(f"failed (attempt {job.attempt}, giving up): {job.spec.run_id}: {reason.splitlines()[0]}")
-                    failed = {
-                        **(rec if fresh and rec else {}), **_spec_fields(job.spec), "status": "failed",
-                        "attempt": job.attempt, "launch": job.launch, "reason": reason,
-                        "attempts": failures[job.spec.run_id], "monitor": self.plan.monitor,
-                    }
+                    failed = build_record(job.spec, status=FAILED, attempt=job.attempt, launch=job.launch,
+                                          reason=reason, base=rec if fresh and rec else None,
+                                          attempts=failures[job.spec.run_id], monitor=self.plan.monitor)
                     self.store.write_record(failed)
-                    self._status[job.spec.run_id] = "failed"
+                    self._status[job.spec.run_id] = FAILED
                     self._progress(total)
-                    self._keep(failed)
+                    self._keep(dict(failed))
             if time.time() - last_beat > 30:
                 last_beat = time.time()
                 self._progress(total)
@@ -366,8 +363,8 @@ class SweepController:
 
     def _progress(self, total: int) -> None:
         status = list(self._status.values())
-        ok = sum(s in FINAL for s in status)
-        failed = sum(s == "failed" for s in status)
+        ok = sum(s in COMPLETED for s in status)
+        failed = sum(s == FAILED for s in status)
         running = len(self.launcher.running())
         left = total - ok - failed
         elapsed = time.time() - self._t0
@@ -376,14 +373,6 @@ class SweepController:
         eta = per_run * max(0, left) / slots if left else 0.0
         self.log(f"{ok}/{total} done, {failed} failed, {running} running | elapsed {_fmt_time(elapsed)} | "
                  f"ETA {_fmt_time(eta)}")
-
-
-def _spec_fields(spec: RunSpec) -> dict[str, Any]:
-    out = {"run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
-           "seed": spec.seed, "data_seed": spec.data_seed}
-    if spec.budget is not None:
-        out.update(base_id=spec.base_id, rung=spec.rung, budget=spec.budget)
-    return out
 
 
 def run_sweep(
@@ -449,8 +438,7 @@ def run_sweep(
     live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
 
     def analyse(n_boot: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
-        return lambda recs: SweepResult.from_records(recs, monitor=plan.monitor, mode=plan.mode, bootstrap=n_boot,
-                                                     targets=targets)
+        return analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=n_boot, targets=targets)
 
     controller = SweepController(
         plan, SweepStore(sweep_dir), launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),

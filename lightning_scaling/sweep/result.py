@@ -27,15 +27,14 @@ from lightning_scaling.laws import (
     fit_model_size_law,
     fit_shared_exponent,
 )
+from lightning_scaling.sweep.record import OK, grid_key, record_amount
 from lightning_scaling.sweep.store import json_default
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["SweepResult", "to_error"]
-
-_OK = ("ok",)
+__all__ = ["SweepResult", "analysis", "to_error"]
 
 
 def to_error(value: float, mode: str) -> float:
@@ -52,8 +51,27 @@ def to_error(value: float, mode: str) -> float:
     return 1.0 - value
 
 
-def _key(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(sorted(params.items())), sort_keys=True) if params else "{}"
+def analysis(
+    *,
+    monitor: str,
+    mode: str,
+    to_error_fn: Callable[[float], float] | None = None,
+    bootstrap: int = 1000,
+    targets: Sequence[float] = (),
+) -> Callable[[Sequence[Mapping[str, Any]]], SweepResult]:
+    """The sweep's analysis as one callable: records in, :class:`SweepResult` out (:meth:`SweepResult.from_records`).
+
+    The controller fits with it at the end (and, with fewer bootstrap replicates, for live reports).
+
+    >>> analyse = analysis(monitor="val_err", mode="min", bootstrap=0)
+    >>> analyse([{"run_id": "a", "status": "failed"}]).law is None
+    True
+    """
+    def analyse(records: Sequence[Mapping[str, Any]]) -> SweepResult:
+        return SweepResult.from_records(records, monitor=monitor, mode=mode, to_error_fn=to_error_fn,
+                                        bootstrap=bootstrap, targets=targets)
+
+    return analyse
 
 
 def _label(params: Mapping[str, Any]) -> str:
@@ -122,7 +140,7 @@ class SweepResult:
         def value_of(r: Mapping[str, Any]) -> Any:
             return r.get("best_value") if metric in (None, monitor) else (r.get("metrics_at_best") or {}).get(metric)
 
-        ok = [r for r in runs if r.get("status") in _OK and _finite(value_of(r))]
+        ok = [r for r in runs if r.get("status") == OK and _finite(value_of(r))]
         for r in ok:
             r["error"] = convert(value_of(r))
         for r in ok:
@@ -142,8 +160,7 @@ class SweepResult:
         # errors[size][grid point] -> list over seeds; sizes in the user's unit (mean over seeds)
         by_amount: dict[Any, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         for r in ok:
-            amount = r.get("fraction") if r.get("fraction") is not None else r.get("size")
-            by_amount[amount][_key(r.get("params", {}))].append(r)
+            by_amount[record_amount(r)][grid_key(r.get("params"))].append(r)
         amounts = sorted(by_amount, key=lambda a: np.mean([x["train_size"] for g in by_amount[a].values() for x in g]))
         best_rows = []
         for a in amounts:
@@ -164,7 +181,7 @@ class SweepResult:
         res.law = res._fit(sizes, _seed_matrix([b["errors"] for b in best_rows]), "best model per size", bootstrap,
                            seed)
 
-        grid_keys = sorted({_key(r.get("params", {})) for r in ok}, key=_natural)
+        grid_keys = sorted({grid_key(r.get("params")) for r in ok}, key=_natural)
         curves = {}
         for gk in grid_keys:
             pts = []

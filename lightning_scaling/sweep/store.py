@@ -1,6 +1,6 @@
 """The sweep folder: one JSON record per run, written atomically, and the plan and result beside them.
 
-Layout (schema in the README)::
+Layout (``docs/sweep-folder.md``; a run record's keys: :class:`~lightning_scaling.sweep.record.RunRecord`)::
 
     <sweep_dir>/
       sweep.json          the plan: sizes, grid, seeds, monitor, every run's spec
@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
+
+from lightning_scaling.sweep.record import OK, RunRecord
 
 __all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
 
@@ -91,7 +93,7 @@ class SweepStore:
     def read_record(self, run_id: str) -> dict[str, Any] | None:
         return read_json(self.record_path(run_id))
 
-    def write_record(self, record: Mapping[str, Any]) -> None:
+    def write_record(self, record: RunRecord | Mapping[str, Any]) -> None:
         atomic_write_json(self.record_path(record["run_id"]), record)
 
     def records(self) -> dict[str, dict[str, Any]]:
@@ -121,7 +123,7 @@ def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection
     out = {k: r for k, r in records.items() if k in planned}
     latest: dict[str, Mapping[str, Any]] = {}
     stopped = [r for r in records.values() if r.get("base_id") in planned and r.get("base_id") not in out
-               and r.get("status") == "ok"]
+               and r.get("status") == OK]
     for r in sorted(stopped, key=lambda r: r.get("rung") or 0):
         latest[r["base_id"]] = r  # the last rung it trained
     return [*out.values(), *latest.values()]

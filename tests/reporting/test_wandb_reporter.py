@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import wandb
+from helpers.records import spec_record
 from helpers.wandb_records import OfflineRun, offline_runs
 
 from lightning_scaling import ScalingSweep, WandbReporter
@@ -54,12 +55,10 @@ def _records(plan: SweepPlan, rng: np.random.Generator) -> list[dict]:
         m = spec.fraction * 100_000
         wins = (spec.params["hidden"] == 16) == (m < 10_000)
         err = (2.0 * m**-0.3 + 0.02) * (0.9 if wins else 1.0) * rng.lognormal(0, 0.02)
-        out.append({
-            "run_id": spec.run_id, "status": "ok", "fraction": spec.fraction, "size": None, "num_samples": int(m),
-            "train_size": m, "size_unit": "samples", "params": spec.params, "seed": spec.seed, "data_seed": 0,
-            "trainable_params": 100 * spec.params["hidden"], "monitor": "val_err", "best_value": err,
-            "best_step": 10, "steps": 20, "wall_time_s": 1.0,
-        })
+        out.append(spec_record(
+            spec, num_samples=int(m), train_size=m, size_unit="samples", trainable_params=100 * spec.params["hidden"],
+            monitor="val_err", best_value=err, best_step=10, steps=20, wall_time_s=1.0,
+        ))
     return out
 
 

@@ -1,0 +1,168 @@
+"""The controller role of :class:`~lightning_scaling.ScalingSweep`: in the script the user started.
+
+``trainer.fit`` runs the whole study here (on rank 0; other ranks wait for its outcome), then ends
+without a sanity check or a training step: every run trained in a child process of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from lightning_scaling.callbacks.lightning_internals import devices_flag, wandb_logger_has_fixed_id
+from lightning_scaling.reporting.wandb import WandbReporter
+from lightning_scaling.sweep.context import RunContext
+from lightning_scaling.sweep.controller import SweepController, SweepError
+from lightning_scaling.sweep.launcher import Launcher, make_launcher
+from lightning_scaling.sweep.result import SweepResult, analysis
+from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lightning_scaling.callbacks.scaling_sweep import ScalingSweep
+
+__all__ = ["ControllerRole", "sweep_folder", "wandb_reporter"]
+
+
+def sweep_folder(sweep: ScalingSweep, trainer: pl.Trainer, run: RunContext) -> Path:
+    """The sweep's folder: the one the controller gave the run, else ``sweep_dir``, else
+    ``<default_root_dir>/scaling_sweeps/<name or the script's file name>``."""
+    if run.sweep_dir:
+        return Path(run.sweep_dir)
+    if sweep.sweep_dir:
+        return Path(sweep.sweep_dir)
+    import __main__
+
+    name = sweep.name or Path(getattr(__main__, "__file__", None) or "sweep").stem
+    return Path(trainer.default_root_dir) / "scaling_sweeps" / name
+
+
+def wandb_reporter(setting: WandbReporter | bool | None, trainer: pl.Trainer,
+                   namespace: ModuleType) -> tuple[WandbReporter | None, Any]:
+    """The reporter to use (or ``None``) for ``ScalingSweep(reporter=setting)``, and the Trainer's
+    ``WandbLogger`` (or ``None``)."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, namespace.loggers.WandbLogger)), None)
+    if setting is False:
+        return None, logger
+    if isinstance(setting, WandbReporter):
+        return setting, logger
+    return (WandbReporter() if setting or logger is not None else None), logger
+
+
+class ControllerRole:
+    """Runs the study from ``setup`` and hands the result to every rank.
+
+    Args:
+        sweep: the callback, whose arguments say what to run.
+        run: this process's context (the controller's).
+        namespace: the Lightning namespace of the Trainer (``pytorch_lightning`` or ``lightning.pytorch``).
+        launcher: the launcher built when the callback was (so a missing extra fails early), or ``None``.
+    """
+
+    def __init__(self, sweep: ScalingSweep, run: RunContext, namespace: ModuleType,
+                 launcher: Launcher | None = None) -> None:
+        self.sweep = sweep
+        self.run = run
+        self.namespace = namespace
+        self.launcher = launcher
+        self._result: SweepResult | None = None
+        self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
+
+    @property
+    def result(self) -> SweepResult | None:
+        """The sweep's result after ``fit``; ranks > 0 re-analyse rank 0's records when first asked."""
+        if self._result is None and self._result_root is not None:
+            # other ranks re-analyse the records only if someone asks: rank 0 already wrote result.json
+            self._result = self._load_result(self._result_root)
+            self._result_root = None
+        return self._result
+
+    def setup(self, trainer: pl.Trainer) -> None:
+        """Run the study on rank 0 while the other ranks wait for its done-file; then end this fit."""
+        root = sweep_folder(self.sweep, trainer, self.run)
+        # one token per fit: other ranks wait for rank 0's done-file by polling, not in a collective,
+        # because a sweep outlasts any process-group timeout
+        token = trainer.strategy.broadcast(secrets.token_hex(8) if trainer.is_global_zero else None, src=0)
+        done = root / f".done-{token}.json"
+        if trainer.is_global_zero:
+            error: BaseException | None = None
+            try:
+                self._result = self.run_study(trainer)
+            except BaseException as exc:  # every rank must learn the outcome, or they wait forever
+                error = exc
+                raise
+            finally:
+                atomic_write_json(done, {"ok": error is None, "error": None if error is None else repr(error)})
+        else:
+            while not done.exists():
+                time.sleep(1.0)
+            outcome = read_json(done) or {}
+            if not outcome.get("ok"):
+                raise SweepError(f"the sweep stopped on rank 0: {outcome.get('error')}")
+            self._result_root = root
+        trainer.strategy.barrier("lightning_scaling.sweep_done")
+        if trainer.is_global_zero:
+            done.unlink(missing_ok=True)
+        # the study ran in child processes: end this fit without a sanity check or a training step
+        trainer.num_sanity_val_steps = 0
+        trainer.limit_train_batches = 0
+        trainer.limit_val_batches = 0
+
+    def check_devices(self, trainer: pl.Trainer) -> None:
+        """Refuse a Trainer that asks for more GPUs than a sweep slot has (``devices="auto"`` adapts)."""
+        if not isinstance(trainer.accelerator, self.namespace.accelerators.CUDAAccelerator):
+            return
+        if devices_flag(trainer) in ("auto", -1, "-1"):
+            return  # "auto" adapts to what a slot makes visible
+        if trainer.num_devices > self.sweep.devices_per_slot:
+            raise SweepError(
+                f"the Trainer asks for {trainer.num_devices} GPUs per run, but a sweep slot has "
+                f"{self.sweep.devices_per_slot}; pass ScalingSweep(devices_per_slot={trainer.num_devices}) for "
+                f"multi-GPU runs, or Trainer(devices='auto') to use what a slot gives"
+            )
+
+    def run_study(self, trainer: pl.Trainer) -> SweepResult:
+        """Every run of the study (rank 0), through :class:`~lightning_scaling.sweep.SweepController`."""
+        sweep = self.sweep
+        self.check_devices(trainer)
+        root = sweep_folder(sweep, trainer, self.run)
+        reporter, logger = wandb_reporter(sweep.reporter, trainer, self.namespace)
+        if reporter is not None and logger is not None:
+            if wandb_logger_has_fixed_id(logger):
+                raise SweepError(
+                    "the WandbLogger has a fixed run id (id= or version=), so every run of the sweep would write "
+                    "into that one W&B run; drop id/version (a restarted sweep resumes from its folder anyway), "
+                    "or pass ScalingSweep(reporter=False)")
+            try:
+                reporter.attach(logger.experiment)
+            except Exception as exc:  # the user's run failed to start: report nowhere, lose nothing
+                reporter.disable("the WandbLogger's run failed to start", exc)
+        launcher = self.launcher or make_launcher(sweep.launcher, slots=sweep.slots,
+                                                  devices_per_slot=sweep.devices_per_slot)
+        live = min(sweep.bootstrap, reporter.live_bootstrap if reporter else 0)
+        controller = SweepController(
+            sweep.plan, SweepStore(root), launcher=launcher, cli_overrides=sweep.cli_overrides,
+            max_retries=sweep.max_retries, probe=sweep.probe, analyse=self._analysis(sweep.bootstrap),
+            live_analyse=self._analysis(live), reporter=reporter, name=sweep.name or root.name,
+            adaptive=sweep.adaptive,
+        )
+        result = controller.run()
+        print(result.summary(), file=sys.stderr, flush=True)
+        return result
+
+    def _analysis(self, bootstrap: int) -> Any:
+        sweep = self.sweep
+        return analysis(monitor=sweep.plan.monitor, mode=sweep.plan.mode, to_error_fn=sweep.to_error,
+                        bootstrap=bootstrap, targets=sweep.targets)
+
+    def _load_result(self, root: Path) -> SweepResult | None:
+        """Rank > 0: the result rank 0 wrote, re-analysed from the same records."""
+        try:
+            return SweepResult.load(root, bootstrap=self.sweep.bootstrap, to_error_fn=self.sweep.to_error)
+        except (FileNotFoundError, ValueError):
+            return None

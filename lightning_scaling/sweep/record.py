@@ -1,0 +1,201 @@
+"""The run record: what one run of a sweep leaves in ``runs/<run_id>.json`` (plain Python, no torch).
+
+A record is written once per run that ends (``ok``, ``diverged`` or ``failed``) by one builder,
+:func:`build_record`: the run's own callback writes it when training ends or raises, and the
+controller writes a ``failed`` one for a run that gave up without a record of its own. Its keys
+and their JSON form are those of :class:`RunRecord`; ``docs/sweep-folder.md`` documents the same
+keys (a test checks that the two agree).
+
+>>> from lightning_scaling.sweep.plan import RunSpec
+>>> spec = RunSpec("f0.5_s0_abc", fraction=0.5, size=None, params={"hidden": 64}, seed=0, data_seed=0)
+>>> rec = build_record(spec, status=FAILED, attempt=2, launch="9f2c", reason="exit code 1", monitor="val_err")
+>>> rec["status"], record_amount(rec), grid_key(rec["params"])
+('failed', 0.5, '{"hidden": 64}')
+"""
+
+# no ``from __future__ import annotations``: TypedDict reads ``Required[...]`` from evaluated annotations
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+from typing_extensions import Required, TypedDict
+
+from lightning_scaling.sweep.plan import RunSpec
+
+__all__ = [
+    "COMPLETED",
+    "DIVERGED",
+    "FAILED",
+    "OK",
+    "RECORDED",
+    "RUN_RECORD_KEYS",
+    "RunRecord",
+    "build_record",
+    "grid_key",
+    "record_amount",
+]
+
+OK = "ok"
+"""The run trained to its end and its monitored value is finite: a point of the laws."""
+DIVERGED = "diverged"
+"""The training loss or the monitored value became NaN or inf: the run stopped, it is not retried."""
+FAILED = "failed"
+"""The run raised, or its process died, on every attempt (``attempts`` says why, each time)."""
+
+COMPLETED = (OK, DIVERGED)
+"""The statuses of a run that reached an outcome: never run again, also when a sweep is restarted
+(a ``failed`` run is run again on the next start)."""
+RECORDED = (OK, DIVERGED, FAILED)
+"""Every status a record on disk can have: a run with such a record is over for this session."""
+
+
+class RunRecord(TypedDict, total=False):
+    """One run's record, as stored in ``runs/<run_id>.json`` (the JSON form of each key below).
+
+    The keys marked ``Required`` are in every record, also the ``failed`` one the controller
+    writes for a run whose process never wrote its own; the others are measured by the run.
+    """
+
+    #: string: the run's id in the plan (an adaptive rung other than the last: ``<run_id>_r<k>``)
+    run_id: Required[str]
+    #: integer: the attempt that wrote the record (1, then 2, ... for retries)
+    attempt: Required[int]
+    #: string: the token of the launch that wrote it (tells a fresh record from a stale one)
+    launch: Required[str]
+    #: string: ``"ok"``, ``"diverged"`` or ``"failed"``
+    status: Required[str]
+    #: string or null: why the run diverged or failed
+    reason: Required[str | None]
+    #: number or null: the training-set fraction (null when the sweep runs ``sizes``)
+    fraction: Required[float | None]
+    #: integer or null: the training-set size in samples (null when the sweep runs ``fractions``)
+    size: Required[int | None]
+    #: integer or null: the samples the run trained on
+    num_samples: int | None
+    #: number or null: the training-set size in ``size_unit`` (the x of the laws)
+    train_size: float | None
+    #: string: the unit of ``train_size`` (``"samples"``, ``"tokens"``, ...)
+    size_unit: str
+    #: object: the grid values of the run (``{"hidden": 64}``)
+    params: Required[dict[str, Any]]
+    #: integer: the run's seed
+    seed: Required[int]
+    #: integer: the seed of the nested data subsets
+    data_seed: Required[int]
+    #: integer: the model's trainable parameter count
+    trainable_params: int
+    #: string: the monitored metric
+    monitor: Required[str]
+    #: string: ``"min"`` or ``"max"``
+    mode: str
+    #: number or null: the best monitored value
+    best_value: float | None
+    #: integer or null: the global step of the best value
+    best_step: int | None
+    #: integer or null: the epoch of the best value
+    best_epoch: int | None
+    #: object: every scalar logged metric at the best step (``{"val_top5": 0.1, ...}``)
+    metrics_at_best: dict[str, float]
+    #: number or null: the last monitored value
+    final_value: float | None
+    #: integer: global steps trained
+    steps: int
+    #: integer: epochs trained
+    epochs: int
+    #: number: the run's wall time in seconds (this rung's, in an adaptive study)
+    wall_time_s: float
+    #: number: Unix time the run's training started
+    started_at: float
+    #: number: Unix time the record was written
+    ended_at: float
+    #: string: the host name
+    host: str
+    #: string: the run's ``CUDA_VISIBLE_DEVICES`` (empty on CPU)
+    devices: str
+    #: object: versions of lightning_scaling, torch, the Lightning package and python
+    versions: dict[str, str]
+    #: string: adaptive studies: the grid run this rung belongs to
+    base_id: str
+    #: integer: adaptive studies: the successive-halving rung (0, 1, ...)
+    rung: int
+    #: number: adaptive studies: the rung's training budget as a fraction of the Trainer's
+    budget: float
+    #: string or null: adaptive studies: the Trainer limit the rung trained to (``"max_epochs=3"``)
+    budget_limit: str | None
+    #: string or null: adaptive studies: the checkpoint the rung continued from
+    resumed_from: str | None
+    #: number: adaptive studies: the wall time of this rung and the rungs it continued
+    cumulative_wall_time_s: float
+    #: string: adaptive studies: the checkpoint written at the end of the rung
+    checkpoint: str
+    #: list of strings: failed runs: the reason of every attempt
+    attempts: list[str]
+
+
+RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)
+"""The keys of :class:`RunRecord`, in the order a record is written."""
+
+
+def build_record(
+    spec: RunSpec,
+    *,
+    status: str,
+    attempt: int,
+    launch: str,
+    reason: str | None = None,
+    base: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> RunRecord:
+    """The record of a run that ended: the one builder of ``ok``, ``diverged`` and ``failed`` records.
+
+    Args:
+        spec: the run's spec (its id, data size, grid values, seeds; the rung of an adaptive study).
+        status: :data:`OK`, :data:`DIVERGED` or :data:`FAILED`.
+        attempt: the attempt that ended.
+        launch: the launch token of that attempt.
+        reason: why the run diverged or failed.
+        base: an earlier record of the same launch whose measurements are kept (the controller's
+            ``failed`` record of a run that wrote its own record and then died).
+        fields: the other keys of :class:`RunRecord` (measurements, ``monitor``, ``attempts``).
+
+    Raises:
+        ValueError: an unknown status or a key that :class:`RunRecord` does not have.
+    """
+    if status not in RECORDED:
+        raise ValueError(f"status must be one of {RECORDED}, got {status!r}")
+    unknown = sorted(set(fields) - set(RUN_RECORD_KEYS))
+    if unknown:
+        raise ValueError(f"not keys of a run record: {unknown}")
+    merged: dict[str, Any] = {
+        **(base or {}),
+        "run_id": spec.run_id, "fraction": spec.fraction, "size": spec.size, "params": spec.params,
+        "seed": spec.seed, "data_seed": spec.data_seed,
+        **({"base_id": spec.base_id, "rung": spec.rung, "budget": spec.budget} if spec.budget is not None else {}),
+        "status": status, "attempt": attempt, "launch": launch, "reason": reason,
+        **fields,
+    }
+    # the documented order first (a record reads top-down: who, what data, what model, the outcome);
+    # keys an earlier version wrote into ``base`` are kept after them
+    ordered = {k: merged[k] for k in RUN_RECORD_KEYS if k in merged}
+    ordered.update((k, v) for k, v in merged.items() if k not in ordered)
+    return cast(RunRecord, ordered)
+
+
+def record_amount(record: Mapping[str, Any] | RunSpec) -> Any:
+    """The data size a record (or spec) was planned at, as the sweep names it: its fraction, else its size.
+
+    >>> record_amount({"fraction": None, "size": 800}), record_amount({"fraction": 0.25, "size": None})
+    (800, 0.25)
+    """
+    if isinstance(record, RunSpec):
+        return record.fraction if record.fraction is not None else record.size
+    return record.get("fraction") if record.get("fraction") is not None else record.get("size")
+
+
+def grid_key(params: Mapping[str, Any] | None) -> str:
+    """A grid point (a record's ``params``) as a stable string key, the same for any key order.
+
+    >>> grid_key({"lr": 0.1, "hidden": 64}), grid_key({})
+    ('{"hidden": 64, "lr": 0.1}', '{}')
+    """
+    return json.dumps(dict(sorted((params or {}).items())), sort_keys=True)
