@@ -45,10 +45,11 @@ from typing_extensions import override
 from lightning_scaling._checks import require_int
 from lightning_scaling._version import __version__
 from lightning_scaling.reporting.wandb import WandbReporter
-from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
+from lightning_scaling.sweep.adaptive import Adaptive
 from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
-from lightning_scaling.sweep.launcher import LAUNCHERS, Launcher, make_launcher
+from lightning_scaling.sweep.launcher import Launcher, make_launcher
+from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import SweepPlan, geometric
 from lightning_scaling.sweep.result import SweepResult, check_targets
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
@@ -107,7 +108,7 @@ def _name_run_logs(namespace: ModuleType) -> None:
             continue  # a Lightning without this private method keeps its own numbering
 
         def next_version(self: Any, _original: Callable[[Any], Any] = original) -> Any:
-            run = current_run(seed=False)
+            run = current_run()
             return _run_log_version(self, run) if run.is_run else _original(self)
 
         next_version._run_logs = True  # type: ignore[attr-defined]
@@ -195,21 +196,11 @@ class ScalingSweep(Callback):
         targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).
         reporter: W&B reporting: a :class:`~lightning_scaling.WandbReporter` with options; ``None``
             (default) reports when the Trainer has a ``WandbLogger``; ``False`` never reports.
-        strategy: ``"grid"`` (default: every run to the end, the paper's study) or ``"adaptive"``:
-            successive halving over the grid at each size, and data sizes chosen one at a time among
-            ``fractions``/``sizes`` until the target's interval is tight enough or the budget is
-            spent (:mod:`lightning_scaling.sweep.adaptive`).
-        target: adaptive only: what to predict, ``Target.error_at(size)`` / ``{"error_at": size}`` (size
-            in the sweep's unit) or ``Target.data_needed(error)`` / ``{"data_needed": error}``.
-        tolerance: adaptive only: stop when the target's interval width relative to its value is at most this.
-        budget: adaptive only: device-seconds the study may spend (run wall time x devices).
-        rungs: adaptive only: training budget of each successive-halving rung, as fractions of the
-            Trainer's ``max_epochs`` (or ``max_steps`` when set), ending at 1.0.
-        eta: adaptive only: each rung keeps the best ``ceil(n / eta)`` grid points (and any within noise of the best).
-        initial_sizes: adaptive only: how many sizes run before the first fit: the smallest but one,
-            then the largest whose first rung the budget affords (its cost measured before the rest runs).
-        start_seeds: adaptive only: how many of ``seeds`` a newly chosen size runs (``None``: all); the
-            study adds a further seed at a size when that narrows the interval most per device-second.
+        strategy: ``"grid"`` (default: every run to the end, the paper's study) or an
+            :class:`~lightning_scaling.Adaptive` study, ``Adaptive(target=Target.error_at(size),
+            tolerance=0.2, budget=...)``: successive halving over the grid at each size, and data sizes
+            chosen one at a time among ``fractions``/``sizes`` until the target's interval is tight enough
+            or the budget is spent (:mod:`lightning_scaling.sweep.adaptive`).
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -241,58 +232,27 @@ class ScalingSweep(Callback):
         bootstrap: int = 1000,
         targets: Sequence[float] = (),
         reporter: WandbReporter | bool | None = None,
-        strategy: str = "grid",
-        target: Target | Mapping[str, float] | None = None,
-        tolerance: float | None = None,
-        budget: float | None = None,
-        rungs: Sequence[float] = (1 / 3, 1.0),
-        eta: float = 3.0,
-        initial_sizes: int = 4,
-        start_seeds: int | None = 1,
+        strategy: str | Adaptive = "grid",
     ) -> None:
         super().__init__()
-        if strategy not in ("grid", "adaptive"):
-            raise ValueError(f"strategy must be 'grid' (every run, the paper's study) or 'adaptive', got {strategy!r}")
-        self.adaptive: AdaptiveConfig | None = None
-        if strategy == "adaptive":
-            if target is None:
-                raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or "
-                                 "Target.data_needed(error): the prediction whose interval the study narrows")
-            self.adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
-                                           rungs=tuple(rungs), eta=eta, initial=initial_sizes,
-                                           start_seeds=start_seeds)
-        elif target is not None or tolerance is not None or budget is not None:
-            raise ValueError("target=, tolerance= and budget= belong to strategy='adaptive'")
-        self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
-                                    mode=mode, data_seed=data_seed)
-        # checked here, when the script builds the callback, not minutes later when fit starts
-        require_int("max_retries", max_retries, 0)
-        require_int("devices_per_slot", devices_per_slot, 1)
-        require_int("slots", slots, 1, allow_none=True)
-        if to_error is not None and not callable(to_error):
-            raise TypeError("to_error must be a callable value -> error")
-        self.to_error = to_error
-        self.sweep_dir = sweep_dir
-        self.name = name
-        self.slots = slots
-        self.devices_per_slot = devices_per_slot
-        if isinstance(launcher, str) and launcher.strip().lower() not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
-                             "launcher object")
-        self.launcher = launcher
-        self.max_retries = max_retries
-        self.size_fn = size_fn
-        self.size_unit = size_unit
-        self.probe = probe
-        self.cli_overrides = any("." in k for k in self.plan.grid) if cli_overrides is None else cli_overrides
-        self.bootstrap = bootstrap
-        self.targets = check_targets(targets)
-        if not (reporter is None or isinstance(reporter, bool | WandbReporter)):
-            raise TypeError(f"reporter must be a WandbReporter, True, False or None, got {type(reporter).__name__}")
-        self.reporter = reporter
+        # checked here, when the script builds the callback, not minutes later when fit starts; the same
+        # checks as run_sweep's (sweep/options.py)
+        self.options = SweepOptions.build(
+            fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
+            data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
+            launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
+            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+        self.plan = self.options.plan
+        self.adaptive = self.options.adaptive
+        self.cli_overrides = self.options.cli_overrides
+        self.targets = self.options.targets
+        self.to_error, self.size_fn, self.size_unit = to_error, size_fn, size_unit
+        self.sweep_dir, self.name, self.launcher, self.reporter = sweep_dir, name, launcher, reporter
+        self.slots, self.devices_per_slot, self.max_retries = slots, devices_per_slot, max_retries
+        self.probe, self.bootstrap = probe, bootstrap
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
-        self._run: RunContext = current_run(seed=False)
+        self._run: RunContext = current_run()
         if self._run.is_run:
             _name_run_logs(self._pl)
             _skip_unused_loop_hooks(self, self._pl)
@@ -391,7 +351,7 @@ class ScalingSweep(Callback):
             self.plan, SweepStore(root), launcher=launcher, cli_overrides=self.cli_overrides,
             max_retries=self.max_retries, probe=self.probe, analyse=self._analyse(self.bootstrap),
             live_analyse=self._analyse(min(self.bootstrap, reporter.live_bootstrap if reporter else 0)),
-            reporter=reporter, name=self.name or root.name, adaptive=self.adaptive,
+            reporter=reporter, name=self.name or root.name, adaptive=self.adaptive, to_error=self.to_error,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)
@@ -470,7 +430,7 @@ class ScalingSweep(Callback):
         if (spec.base_id or spec.run_id) not in {r.run_id for r in self.plan.runs}:
             raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
                              "arguments differ from the controller's; start the sweep again")
-        current_run()  # seeds this run's RNGs once, if the script did not call it before building the model
+        self._run.seed_everything()  # once per run: a no-op if the script seeded it before building the model
         self._apply_fraction(trainer)
         if trainer.world_size > 1:
             # Lightning destroys only NCCL groups at exit; a gloo group left to interpreter teardown can
