@@ -42,7 +42,6 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
-from lightning_scaling._checks import require_int
 from lightning_scaling._version import __version__
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.adaptive import Adaptive
@@ -50,8 +49,8 @@ from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
 from lightning_scaling.sweep.launcher import Launcher, make_launcher
 from lightning_scaling.sweep.options import SweepOptions
-from lightning_scaling.sweep.plan import SweepPlan, geometric
-from lightning_scaling.sweep.result import SweepResult, check_targets
+from lightning_scaling.sweep.plan import geometric
+from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 __all__ = ["ScalingSweep"]

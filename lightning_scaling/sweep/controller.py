@@ -14,6 +14,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -245,8 +246,9 @@ class SweepController:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             while True:
                 records = self.store.records()
-                # the result's own fit: the interval decided on is the one reported
-                decision = state.decide(records, str(self.store.root), lambda recs=records: state.law(recs, self.analyse),
+                # the result's own fit (computed only when a decision needs it): the interval decided on is the
+                # one reported
+                decision = state.decide(records, str(self.store.root), partial(state.law, records, self.analyse),
                                         state.spent(records), slots=lambda: max(1, self.launcher.capacity))
                 atomic_write_json(self.store.root / ADAPTIVE_FILE, state.summary(records))
                 if decision.done:
@@ -264,7 +266,7 @@ class SweepController:
         return self._conclude(adaptive=state.summary(self.store.records()))
 
     def _planned_records(self) -> list[dict[str, Any]]:
-        return fitted_records(self.store.records(), self._planned_ids)
+        return [dict(r) for r in fitted_records(self.store.records(), self._planned_ids)]
 
     def _keep(self, record: dict[str, Any]) -> None:
         # an adaptive study's earlier rungs trained on part of the budget: on disk, not reported live (a rung-0
@@ -316,7 +318,7 @@ class SweepController:
             for job, rc in finished:
                 rec = self.store.read_record(job.spec.run_id)
                 fresh = rec is not None and rec.get("launch") == job.launch
-                if fresh and rec["status"] in FINAL:
+                if fresh and rec is not None and rec["status"] in FINAL:
                     self._status[job.spec.run_id] = rec["status"]
                     self._durations.append(time.time() - job.started)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")

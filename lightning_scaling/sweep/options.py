@@ -9,7 +9,7 @@ means is documented on :class:`~lightning_scaling.ScalingSweep`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class SweepOptions:
         *,
         fractions: Sequence[float] | None,
         sizes: Sequence[int] | None,
-        grid: dict[str, Sequence[Any]] | None,
+        grid: Mapping[str, Sequence[Any]] | None,
         seeds: int | Sequence[int],
         monitor: str,
         mode: str,
@@ -81,7 +81,7 @@ class SweepOptions:
     ) -> SweepOptions:
         """Check every argument (a ValueError or TypeError naming it and the fix) and resolve the defaults.
 
-        >>> opts = SweepOptions.build(**{**DEFAULTS, "fractions": [0.125, 0.25, 0.5, 1.0], "grid": {"model.w": [8, 16]}})
+        >>> opts = SweepOptions.build(**{**DEFAULTS, "fractions": [0.25, 0.5, 0.75, 1.0], "grid": {"m.w": [8, 16]}})
         >>> opts.adaptive is None, opts.cli_overrides, len(opts.plan.runs)
         (True, True, 8)
         """
@@ -94,8 +94,8 @@ class SweepOptions:
         require_int("bootstrap", bootstrap, 0)
         for arg, fn in (("to_error", to_error), ("size_fn", size_fn)):
             if fn is not None and not callable(fn):
-                raise TypeError(f"{arg} must be a callable ({'value -> error' if arg == 'to_error' else 'sample -> size'})"
-                                f" or None, got {type(fn).__name__}")
+                what = "value -> error" if arg == "to_error" else "sample -> size"
+                raise TypeError(f"{arg} must be a callable ({what}) or None, got {type(fn).__name__}")
         if isinstance(launcher, str) and launcher.strip().lower() not in LAUNCHERS:
             raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                              "launcher object")

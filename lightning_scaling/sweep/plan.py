@@ -31,7 +31,7 @@ def geometric(start: float, stop: float, num: int) -> list[float]:
         raise ValueError(f"geometric needs 0 < start < stop, got start={start}, stop={stop}")
     values = np.geomspace(start, stop, num)
     if isinstance(start, int) and isinstance(stop, int):
-        out = [round(float(v)) for v in values]
+        out: list[float] = [round(float(v)) for v in values]
         if len(set(out)) != len(out):
             raise ValueError(f"{num} integer sizes between {start} and {stop} would repeat; use fewer or a wider range")
         return out
@@ -71,8 +71,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
-        return cls(**{k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed", "index")},
-                   **{k: d.get(k) for k in _ADAPTIVE_FIELDS})
+        fields: dict[str, Any] = {k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed")}
+        fields.update(index=d["index"], **{k: d.get(k) for k in _ADAPTIVE_FIELDS})
+        return cls(**fields)
 
 
 _ADAPTIVE_FIELDS = ("base_id", "rung", "budget", "save_checkpoint", "resume_from")
@@ -152,7 +153,7 @@ class SweepPlan:
                 except TypeError:
                     raise ValueError(f"grid[{k!r}] value {x!r} is not JSON-serialisable; use numbers, strings, "
                                      "booleans or lists of them") from None
-        g = {k: list(v) for k, v in g.items()}
+        grid_lists: dict[str, list[Any]] = {k: list(v) for k, v in g.items()}
         if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence):
             raise ValueError(f"seeds must be a count (e.g. 2) or a list of seeds, got {seeds!r}")
         seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -163,12 +164,13 @@ class SweepPlan:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
 
-        plan = cls(fractions=fr, sizes=sz, grid=g, seeds=seed_list, monitor=monitor, mode=mode, data_seed=data_seed)
+        plan = cls(fractions=fr, sizes=sz, grid=grid_lists, seeds=seed_list, monitor=monitor, mode=mode,
+                   data_seed=data_seed)
         amounts: list[tuple[float | None, int | None]]
         amounts = [(f, None) for f in fr] if fr else [(None, s) for s in sz or []]
         # largest data first: the longest runs start early, so the slots drain evenly at the end
         amounts.sort(key=lambda a: -(a[0] if a[0] is not None else a[1] or 0))
-        runs = []
+        runs: list[RunSpec] = []
         for f, s in amounts:
             for p in plan.grid_points:
                 for seed in seed_list:

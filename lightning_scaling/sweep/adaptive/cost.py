@@ -78,8 +78,8 @@ def fit_cost(x: np.ndarray, t: np.ndarray, columns: Sequence[int]) -> CostModel:
         full[c] = v
     n, p = x.shape
     if n <= p:
-        return CostModel(*full)
+        return CostModel(full[0], full[1], full[2])
     s2 = float(np.sum((t - x @ np.asarray(coef)) ** 2)) / (n - p)
     cov = np.zeros((3, 3))
     cov[np.ix_(columns, columns)] = s2 * np.linalg.pinv(x.T @ x)
-    return CostModel(*full, cov=tuple(tuple(float(v) for v in row) for row in cov))
+    return CostModel(full[0], full[1], full[2], cov=tuple(tuple(float(v) for v in row) for row in cov))

@@ -177,12 +177,13 @@ class StudyLedger:
 
     def continue_cost(self, specs: Sequence[RunSpec], records: Records) -> float:
         """Expected device-seconds of the rungs in ``specs`` that continue from a checkpoint (their extra budget)."""
-        cont = [s for s in specs if s.resume_from and isinstance(s.rung, int) and s.rung > 0]
-        if not cont:
-            return 0.0
-        model, train = self.cost_model(records), self.train_sizes(records)
-        return float(sum(model(self.config.rungs[s.rung] - self.config.rungs[s.rung - 1],
-                               self.train_size(self.amount(s), train)) for s in cont))
+        model, train, rungs = None, self.train_sizes(records), self.config.rungs
+        total = 0.0
+        for s in specs:
+            if s.resume_from and isinstance(s.rung, int) and s.rung > 0:
+                model = model or self.cost_model(records)
+                total += model(rungs[s.rung] - rungs[s.rung - 1], self.train_size(self.amount(s), train))
+        return float(total)
 
     def seed_cost(self, amount: Any, records: Records) -> float:
         """Expected device-seconds of one more seed at a size run: its surviving grid points, full budget."""

@@ -131,13 +131,14 @@ class AdaptiveState(StudyLedger):
         return extra_left, not extra_left
 
     def _promote(self, amount: Any, rung: int, done: Sequence[RunSpec], records: Records) -> set[str]:
-        """The grid points of a finished rung that go on (ranked on the errors the law is fitted on); logs the others."""
+        """The grid points of a finished rung that go on (ranked on the errors the law is fitted on); logs the
+        others in :attr:`stopped`."""
         scores: dict[str, list[float]] = {}
         for t in done:
             rec = records[t.run_id]
             v = rec.get("best_value") if rec.get("status") == "ok" else None
-            ok = isinstance(v, int | float) and math.isfinite(v)
-            scores.setdefault(json_key(t.params), []).append(self.error_of(float(v)) if ok else math.inf)
+            err = self.error_of(float(v)) if isinstance(v, int | float) and math.isfinite(v) else math.inf
+            scores.setdefault(json_key(t.params), []).append(err)
         keep, why = promote(scores, eta=self.config.eta, margin=self.config.margin, noise_z=self.config.noise_z)
         for k, reason in why.items():
             self.stopped[f"{amount}|{k}"] = {"size": amount, "params": k, "rung": rung,
@@ -160,7 +161,8 @@ class AdaptiveState(StudyLedger):
         if not self.chosen:
             self.chosen = self.amounts[: self.config.initial_sizes - 1]
         taken: list[_Choice] = []  # the choices of this decision, first to last
-        while True:
+        decision: Decision | None = None
+        while decision is None:
             decision = self.launch_chosen(records, root, spent)
             if decision is None and len(self.chosen) < self.config.initial_sizes:
                 self.chosen.append(self.far_initial_size(records, spent))
@@ -173,12 +175,11 @@ class AdaptiveState(StudyLedger):
                     taken.append(step)
                     continue
                 decision = step
-            break
-        if decision is None:
-            decision = Decision(done=True, reason=self.stop_reason or "")
+            if decision is None:
+                decision = Decision(done=True, reason=self.stop_reason or "")
         if not decision.done:
             # the first choice may fill every free slot, a further one (taken when the first launched nothing)
-            # one: as when each choice was a decision of its own
+            # one slot: as when each choice was a decision of its own
             for i, choice in reversed(list(enumerate(taken))):
                 if choice.budgeted:
                     self.start_more(choice, decision, records, root, slots if i == 0 else 1)

@@ -124,7 +124,8 @@ class Adaptive:
             raise ValueError(f"eta must be > 1, got {self.eta!r}")
         if self.margin < 0 or self.noise_z < 0:
             raise ValueError("margin and noise_z must be >= 0")
-        if isinstance(self.initial_sizes, bool) or not (isinstance(self.initial_sizes, int) and self.initial_sizes >= 4):
+        initial = self.initial_sizes
+        if isinstance(initial, bool) or not (isinstance(initial, int) and initial >= 4):
             raise ValueError(f"initial_sizes must be an integer >= 4 (a law with an interval needs 4 sizes), "
                              f"got {self.initial_sizes!r}")
         if self.start_seeds is not None and not (isinstance(self.start_seeds, int) and self.start_seeds >= 1):
