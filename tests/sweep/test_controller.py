@@ -27,7 +27,7 @@ class InstantLauncher:
                                  "status": "ok", "launch": job.launch, "size": s.size, "fraction": None,
                                  "train_size": float(s.size), "params": s.params, "seed": s.seed,
                                  "resumed_from": s.resume_from, "best_value": self.value(s),
-                                 "wall_time_s": 0.1 + s.size / 1000 * s.budget, "devices": ""})
+                                 "wall_time_s": 0.1 + s.size / 1000 * (s.budget or 1.0), "devices": ""})
         self.jobs.append(job)
 
     def poll(self):
@@ -45,8 +45,6 @@ class InstantLauncher:
 
 
 def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
-    from lightning_scaling.sweep.controller import SweepController
-
     plan = SweepPlan.build(sizes=[100, 200, 400, 800], grid={"hidden": [8, 32]}, monitor="val_err")
     seen: list[list[str]] = []
 
@@ -63,18 +61,11 @@ def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
 
 
 def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_anything_else(tmp_path):
-    from lightning_scaling.sweep.controller import SweepController
-
     plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
     store = SweepStore(tmp_path)
     events: list[str] = []
 
-    class OneSlot:  # every run ends as soon as it starts
-        capacity = 1
-
-        def __init__(self):
-            self.jobs = []
-
+    class OneSlot(InstantLauncher):  # every run ends as soon as it starts
         def describe(self):
             return "one fake slot"
 
@@ -83,22 +74,10 @@ def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_an
 
         def submit(self, job):
             events.append(f"submit {job.spec.size}")
-            store.write_record({"run_id": job.spec.run_id, "status": "ok", "launch": job.launch, "size": job.spec.size,
-                                "fraction": None, "params": {}, "seed": 0, "best_value": 1.0 / job.spec.size})
-            self.jobs.append(job)
-
-        def poll(self):
-            done, self.jobs = [(j, 0) for j in self.jobs], []
-            return done
-
-        def running(self):
-            return self.jobs
+            super().submit(job)
 
         def wait(self, timeout):
             events.append("wait")
-
-        def shutdown(self, grace=10.0):
-            pass
 
         def close(self):
             events.append("close")
@@ -119,7 +98,8 @@ def test_a_freed_slot_is_refilled_at_once_and_the_launcher_is_prepared_before_an
         def close(self, failed=False):
             pass
 
-    ctrl = SweepController(plan, store, launcher=OneSlot(), command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+    slot = OneSlot(store, lambda spec: 1.0 / spec.size)
+    ctrl = SweepController(plan, store, launcher=slot, command=[sys.executable, "train.py"],  # type: ignore[arg-type]
                            probe=False, reporter=Reporter(), analyse=lambda recs: SweepResult.from_records(  # type: ignore[arg-type]
                                recs, monitor="val_err", mode="min", bootstrap=0), stream=io.StringIO())
     result = ctrl.run()
