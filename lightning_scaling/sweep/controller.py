@@ -408,19 +408,16 @@ def run_sweep(
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
     The script must add a :class:`~lightning_scaling.ScalingSweep` with the same arguments to its
-    Trainer (inside a run the callback only applies the run's data size, grid values and seed).
-    The arguments are ``ScalingSweep``'s, with the same names, defaults and checks
-    (:mod:`lightning_scaling.sweep.options`), and mean what they mean there, except: ``sweep_dir``
-    defaults to ``scaling_sweeps/<name>`` (``name`` defaulting to ``"sweep"``); ``reporter`` (a
-    :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process, ``None``/``False``
-    not at all; ``size_fn`` and ``size_unit`` act in the runs (the script's callback), and are only
-    checked here.
+    Trainer (in a run the callback applies the run's data size, grid values and seed). The arguments
+    are ``ScalingSweep``'s (:mod:`~lightning_scaling.sweep.options`: same names, defaults, checks and
+    meaning), except: ``sweep_dir`` defaults to ``scaling_sweeps/<name or "sweep">``; ``reporter`` (a
+    :class:`~lightning_scaling.WandbReporter`) reports from this process, ``None``/``False`` not at
+    all; ``size_fn`` and ``size_unit`` act in the runs (the script's callback), only checked here.
 
     Example::
 
-        result = run_sweep("train.py", fractions=ScalingSweep.geometric(1/16, 1, 5),
-                           grid={"hidden": [32, 64]}, monitor="val_err", sweep_dir="sweeps/digits")
-        print(result.law)
+        result = run_sweep("train.py", fractions=ScalingSweep.geometric(1/16, 1, 5), grid={"hidden": [32, 64]},
+                           monitor="val_err", strategy=Adaptive(target=Target.error_at(60000), budget=3600))
     """
     path = Path(script)
     if not path.is_file():
