@@ -8,7 +8,8 @@ labels the argmax of a fixed random linear teacher (4 classes); the student is a
 is the grid (width 2 is a bottleneck, clearly worse). A fixed number of epochs over the subset
 with a cosine learning-rate schedule over the full budget, so a run's cost grows with its data
 size, as in the paper's studies.
-``LS_BENCH_SWEEP`` holds the ScalingSweep keyword arguments (JSON).
+``LS_BENCH_SWEEP`` holds the ScalingSweep keyword arguments (JSON; ``"strategy": {...}`` holds
+:class:`~lightning_scaling.Adaptive`'s).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_scaling import DataFraction, ScalingSweep, current_run
+from lightning_scaling import Adaptive, DataFraction, ScalingSweep, current_run
 
 N_FULL, N_VAL, DIM, CLASSES = 32768, 4096, 32, 4
 EPOCHS = 15
@@ -64,14 +65,22 @@ class Student(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)}
 
 
+def _sweep_kwargs() -> dict:
+    kwargs = json.loads(os.environ["LS_BENCH_SWEEP"])
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = Adaptive(**kwargs["strategy"])
+    return kwargs
+
+
 def digits() -> None:
     """The digits example's study, with the sweep's arguments from the benchmark."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "digits"))
     from train import MLP, DigitsData
 
     run = current_run()
+    run.seed_everything()
     torch.set_num_threads(1)
-    kwargs = json.loads(os.environ["LS_BENCH_SWEEP"])
+    kwargs = _sweep_kwargs()
     sweep = ScalingSweep(monitor="val_top1_err", reporter=False, **kwargs)
     steps = 600
     trainer = pl.Trainer(accelerator="cpu", devices=1, callbacks=[sweep], logger=False, max_steps=steps,
@@ -86,8 +95,9 @@ def main() -> None:
     if os.environ.get("LS_BENCH_TASK", "teacher") == "digits":
         return digits()
     run = current_run()
+    run.seed_everything()
     torch.set_num_threads(1)
-    kwargs = json.loads(os.environ["LS_BENCH_SWEEP"])
+    kwargs = _sweep_kwargs()
     sweep = ScalingSweep(monitor="val_err", reporter=False, **kwargs)
     # validation every 5 epochs (at the end of each rung too: 5 and 15 epochs): on the smallest subsets a
     # validation pass costs more than an epoch of training

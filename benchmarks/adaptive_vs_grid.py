@@ -103,8 +103,8 @@ def bench(task: str, root: Path, slots: int, tolerance: float, budgets: list[flo
         print(f"  grid:     {_fmt(g)}  ({grid_cost:.1f} device-s)")
         for share in budgets:
             folder = root / task / f"adaptive_{i}_{share:g}"
-            _sweep(task, folder, slots, sizes=candidates, strategy="adaptive", target=target,
-                   tolerance=tolerance, budget=share * grid_cost)
+            _sweep(task, folder, slots, sizes=candidates,
+                   strategy={"target": target, "tolerance": tolerance, "budget": share * grid_cost})
             res = SweepResult.load(folder, bootstrap=1000)
             a = res.adaptive
             cost = a["device_seconds"]

@@ -105,7 +105,7 @@ def task(args: argparse.Namespace) -> None:
     from lightning_scaling import ScalingSweep, current_run
     from lightning_scaling.sweep import LocalLauncher
 
-    current_run()
+    current_run().seed_everything()
     launcher = LocalLauncher(slots=args.slots, fork_server=not args.no_fork_server,
                              threads_per_slot=args.threads_per_slot or None)
     fractions, seeds = _layout(args.runs)

@@ -23,6 +23,7 @@ _LAZY = {
     "fit_learning_curve": "lightning_scaling.laws",
     "LearningCurveFit": "lightning_scaling.laws",
     "WandbReporter": "lightning_scaling.reporting.wandb",
+    "Adaptive": "lightning_scaling.sweep.adaptive",
     "Target": "lightning_scaling.sweep.adaptive",
 }
 
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
     from lightning_scaling.data import DataFraction, fraction_dataloader
     from lightning_scaling.laws import LearningCurveFit, fit_learning_curve
     from lightning_scaling.reporting.wandb import WandbReporter
-    from lightning_scaling.sweep.adaptive import Target
+    from lightning_scaling.sweep.adaptive import Adaptive, Target
     from lightning_scaling.sweep.context import current_run
     from lightning_scaling.sweep.controller import run_sweep
     from lightning_scaling.sweep.result import SweepResult
 
 __all__ = [
+    "Adaptive",
     "DataFraction",
     "LearningCurveFit",
     "ScalingSweep",

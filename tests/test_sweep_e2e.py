@@ -227,8 +227,8 @@ def test_run_sweep_from_a_program_or_notebook(tmp_path, monkeypatch):
 
 def test_adaptive_study_halves_resumes_from_checkpoints_and_restarts_without_redoing_work(tmp_path):
     sweep = {"fractions": [0.0625, 0.125, 0.25, 0.5, 1.0], "grid": {"hidden": [8, 64]}, "monitor": "val_err",
-             "bootstrap": 100, "slots": 2, "strategy": "adaptive", "target": {"error_at": 8192},
-             "tolerance": 0.01, "budget": 1000, "rungs": [0.5, 1.0], "eta": 2}
+             "bootstrap": 100, "slots": 2, "strategy": {"target": {"error_at": 8192}, "tolerance": 0.01,
+                                                           "budget": 1000, "rungs": [0.5, 1.0], "eta": 2}}
     proc = _run(tmp_path, sweep, args=["--epochs", "4"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "scaling_sweeps" / "sweep_script"
@@ -264,8 +264,9 @@ def test_adaptive_study_on_a_step_budget_starts_one_seed_and_adds_seeds_as_full_
     # the digits example's kind of Trainer: max_steps, validation every N steps; 4 sizes = the initial ones,
     # so once they ran the only candidates left are further seeds
     sweep = {"fractions": [0.0625, 0.125, 0.25, 0.5], "grid": {"hidden": [8, 64]}, "seeds": 2,
-             "monitor": "val_err", "bootstrap": 100, "slots": 2, "strategy": "adaptive",
-             "target": {"error_at": 8192}, "tolerance": 1e-4, "budget": 1000, "rungs": [0.5, 1.0], "eta": 2}
+             "monitor": "val_err", "bootstrap": 100, "slots": 2,
+             "strategy": {"target": {"error_at": 8192}, "tolerance": 1e-4, "budget": 1000, "rungs": [0.5, 1.0],
+                          "eta": 2}}
     proc = _run(tmp_path, sweep, args=["--steps", "40"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "scaling_sweeps" / "sweep_script"

@@ -262,8 +262,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     settings = SMOKE if args.smoke else FULL
 
-    # the controller (the process you start), or one run of the study: then this also seeds every RNG
+    # the controller (the process you start), or one run of the study: then seed every RNG with its seed
     run = current_run()
+    run.seed_everything()
     data = build_datamodule(args)
     model = CharLSTM(vocab_size=len(data.vocab), width=run.param("width", default=settings["widths"][-1]))
 

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         widths, seeds, steps = [8, 32, 128], args.seeds, args.steps
 
     run = current_run()
+    run.seed_everything()  # in a run: each seed starts from its own weights (the controller: nothing)
     dm = DigitsData(args.dataset, args.data_dir, args.download, val_size=597 if args.dataset == "digits" else 10_000)
     num_features = 64 if args.dataset == "digits" else 784
     model = MLP(width=run.param("width", default=widths[-1]), num_features=num_features)

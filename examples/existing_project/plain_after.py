@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="seeds per (data fraction, width)")
     args = parser.parse_args()
     args.hidden = current_run().param("hidden", default=args.hidden)  # each run's width from the grid
+    current_run().seed_everything()  # each run's seed (in the script you start: nothing)
 
     model = DigitsMLP(hidden=args.hidden)
     dm = DigitsDataModule()

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> SweepResult | None:
     args = parser.parse_args(argv)
 
     run = current_run()
+    run.seed_everything()  # in a run: the run's seed (the controller: nothing)
     torch.set_num_threads(1)
     train, val = make_data()
     sweep = ScalingSweep(name="known_exponent", fractions=ScalingSweep.geometric(1 / 64, 1.0, num=args.sizes),

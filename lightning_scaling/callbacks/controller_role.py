@@ -17,8 +17,8 @@ from lightning_scaling.callbacks.lightning_internals import devices_flag, wandb_
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import SweepController, SweepError
-from lightning_scaling.sweep.launcher import Launcher, make_launcher
-from lightning_scaling.sweep.result import SweepResult, analysis
+from lightning_scaling.sweep.launchers import Launcher, make_launcher
+from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, read_json
 
 if TYPE_CHECKING:
@@ -147,18 +147,13 @@ class ControllerRole:
         live = min(sweep.bootstrap, reporter.live_bootstrap if reporter else 0)
         controller = SweepController(
             sweep.plan, SweepStore(root), launcher=launcher, cli_overrides=sweep.cli_overrides,
-            max_retries=sweep.max_retries, probe=sweep.probe, analyse=self._analysis(sweep.bootstrap),
-            live_analyse=self._analysis(live), reporter=reporter, name=sweep.name or root.name,
-            adaptive=sweep.adaptive,
+            max_retries=sweep.max_retries, probe=sweep.probe, analyse=sweep.options.analyse(sweep.bootstrap),
+            live_analyse=sweep.options.analyse(live), reporter=reporter, name=sweep.name or root.name,
+            adaptive=sweep.adaptive, to_error=sweep.to_error,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)
         return result
-
-    def _analysis(self, bootstrap: int) -> Any:
-        sweep = self.sweep
-        return analysis(monitor=sweep.plan.monitor, mode=sweep.plan.mode, to_error_fn=sweep.to_error,
-                        bootstrap=bootstrap, targets=sweep.targets)
 
     def _load_result(self, root: Path) -> SweepResult | None:
         """Rank > 0: the result rank 0 wrote, re-analysed from the same records."""

@@ -79,7 +79,7 @@ def name_run_logs(namespace: ModuleType) -> None:
             continue  # a Lightning without this private method keeps its own numbering
 
         def next_version(self: Any, _original: Callable[[Any], Any] = original) -> Any:
-            run = current_run(seed=False)
+            run = current_run()
             return run_log_version(self, run) if run.is_run else _original(self)
 
         next_version._run_logs = True  # type: ignore[attr-defined]

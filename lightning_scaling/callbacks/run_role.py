@@ -24,7 +24,7 @@ import torch
 from lightning_scaling._version import __version__
 from lightning_scaling.callbacks.controller_role import sweep_folder, wandb_reporter
 from lightning_scaling.callbacks.lightning_internals import continue_from_checkpoint, train_data_source
-from lightning_scaling.sweep.context import RunContext, current_run
+from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import PROBE_ID, SweepError
 from lightning_scaling.sweep.record import DIVERGED, FAILED, OK, RunRecord, build_record
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json
@@ -91,7 +91,7 @@ class RunRole:
         if (spec.base_id or spec.run_id) not in {r.run_id for r in self.sweep.plan.runs}:
             raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
                              "arguments differ from the controller's; start the sweep again")
-        current_run()  # seeds this run's RNGs once, if the script did not call it before building the model
+        self.run.seed_everything()  # once per run: a no-op if the script seeded it before building the model
         self.apply_fraction(trainer)
         if trainer.world_size > 1:
             # Lightning destroys only NCCL groups at exit; a gloo group left to interpreter teardown can

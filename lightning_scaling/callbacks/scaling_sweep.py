@@ -26,7 +26,7 @@ private API is in :mod:`~lightning_scaling.callbacks.lightning_internals`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -34,7 +34,6 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
-from lightning_scaling._checks import require_int
 from lightning_scaling.callbacks.controller_role import ControllerRole
 from lightning_scaling.callbacks.lightning_internals import (
     is_interrupt,
@@ -44,11 +43,12 @@ from lightning_scaling.callbacks.lightning_internals import (
 )
 from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.reporting.wandb import WandbReporter
-from lightning_scaling.sweep.adaptive import AdaptiveConfig, Target
+from lightning_scaling.sweep.adaptive import Adaptive
 from lightning_scaling.sweep.context import RunContext, current_run
-from lightning_scaling.sweep.launchers import LAUNCHERS, Launcher, make_launcher
-from lightning_scaling.sweep.plan import SweepPlan, geometric
-from lightning_scaling.sweep.result import SweepResult, check_targets
+from lightning_scaling.sweep.launchers import Launcher, make_launcher
+from lightning_scaling.sweep.options import SweepOptions
+from lightning_scaling.sweep.plan import geometric
+from lightning_scaling.sweep.result import SweepResult
 
 __all__ = ["ScalingSweep"]
 
@@ -88,21 +88,11 @@ class ScalingSweep(Callback):
         targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).
         reporter: W&B reporting: a :class:`~lightning_scaling.WandbReporter` with options; ``None``
             (default) reports when the Trainer has a ``WandbLogger``; ``False`` never reports.
-        strategy: ``"grid"`` (default: every run to the end, the paper's study) or ``"adaptive"``:
-            successive halving over the grid at each size, and data sizes chosen one at a time among
-            ``fractions``/``sizes`` until the target's interval is tight enough or the budget is
-            spent (:mod:`lightning_scaling.sweep.adaptive`).
-        target: adaptive only: what to predict, ``Target.error_at(size)`` / ``{"error_at": size}`` (size
-            in the sweep's unit) or ``Target.data_needed(error)`` / ``{"data_needed": error}``.
-        tolerance: adaptive only: stop when the target's interval width relative to its value is at most this.
-        budget: adaptive only: device-seconds the study may spend (run wall time x devices).
-        rungs: adaptive only: training budget of each successive-halving rung, as fractions of the
-            Trainer's ``max_epochs`` (or ``max_steps`` when set), ending at 1.0.
-        eta: adaptive only: each rung keeps the best ``ceil(n / eta)`` grid points (and any within noise of the best).
-        initial_sizes: adaptive only: how many sizes run before the first fit: the smallest but one,
-            then the largest whose first rung the budget affords (its cost measured before the rest runs).
-        start_seeds: adaptive only: how many of ``seeds`` a newly chosen size runs (``None``: all); the
-            study adds a further seed at a size when that narrows the interval most per device-second.
+        strategy: ``"grid"`` (default: every run to the end, the paper's study) or an
+            :class:`~lightning_scaling.Adaptive` study, ``Adaptive(target=Target.error_at(size),
+            tolerance=0.2, budget=...)``: successive halving over the grid at each size, and data sizes
+            chosen one at a time among ``fractions``/``sizes`` until the target's interval is tight enough
+            or the budget is spent (:mod:`lightning_scaling.sweep.adaptive`).
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -134,56 +124,25 @@ class ScalingSweep(Callback):
         bootstrap: int = 1000,
         targets: Sequence[float] = (),
         reporter: WandbReporter | bool | None = None,
-        strategy: str = "grid",
-        target: Target | Mapping[str, float] | None = None,
-        tolerance: float | None = None,
-        budget: float | None = None,
-        rungs: Sequence[float] = (1 / 3, 1.0),
-        eta: float = 3.0,
-        initial_sizes: int = 4,
-        start_seeds: int | None = 1,
+        strategy: str | Adaptive = "grid",
     ) -> None:
         super().__init__()
-        if strategy not in ("grid", "adaptive"):
-            raise ValueError(f"strategy must be 'grid' (every run, the paper's study) or 'adaptive', got {strategy!r}")
-        self.adaptive: AdaptiveConfig | None = None
-        if strategy == "adaptive":
-            if target is None:
-                raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or "
-                                 "Target.data_needed(error): the prediction whose interval the study narrows")
-            self.adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
-                                           rungs=tuple(rungs), eta=eta, initial=initial_sizes,
-                                           start_seeds=start_seeds)
-        elif target is not None or tolerance is not None or budget is not None:
-            raise ValueError("target=, tolerance= and budget= belong to strategy='adaptive'")
-        self.plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor,
-                                    mode=mode, data_seed=data_seed)
-        # checked here, when the script builds the callback, not minutes later when fit starts
-        require_int("max_retries", max_retries, 0)
-        require_int("devices_per_slot", devices_per_slot, 1)
-        require_int("slots", slots, 1, allow_none=True)
-        if to_error is not None and not callable(to_error):
-            raise TypeError("to_error must be a callable value -> error")
-        self.to_error = to_error
-        self.sweep_dir = sweep_dir
-        self.name = name
-        self.slots = slots
-        self.devices_per_slot = devices_per_slot
-        if isinstance(launcher, str) and launcher.strip().lower() not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
-                             "launcher object")
-        self.launcher = launcher
-        self.max_retries = max_retries
-        self.size_fn = size_fn
-        self.size_unit = size_unit
-        self.probe = probe
-        self.cli_overrides = any("." in k for k in self.plan.grid) if cli_overrides is None else cli_overrides
-        self.bootstrap = bootstrap
-        self.targets = check_targets(targets)
-        if not (reporter is None or isinstance(reporter, bool | WandbReporter)):
-            raise TypeError(f"reporter must be a WandbReporter, True, False or None, got {type(reporter).__name__}")
-        self.reporter = reporter
-        self._run: RunContext = current_run(seed=False)
+        # checked here, when the script builds the callback, not minutes later when fit starts; the same
+        # checks as run_sweep's (sweep/options.py)
+        self.options = SweepOptions.build(
+            fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
+            data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
+            launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
+            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+        self.plan = self.options.plan
+        self.adaptive = self.options.adaptive
+        self.cli_overrides = self.options.cli_overrides
+        self.targets = self.options.targets
+        self.to_error, self.size_fn, self.size_unit = to_error, size_fn, size_unit
+        self.sweep_dir, self.name, self.launcher, self.reporter = sweep_dir, name, launcher, reporter
+        self.slots, self.devices_per_slot, self.max_retries = slots, devices_per_slot, max_retries
+        self.probe, self.bootstrap = probe, bootstrap
+        self._run: RunContext = current_run()
         # the role this process plays: the controller (the script the user started) or one run of the study
         self._controller: ControllerRole | None = None
         self._runner: RunRole | None = None

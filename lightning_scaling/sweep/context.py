@@ -74,34 +74,45 @@ class RunContext:
             raise KeyError(f"{name!r} is not searched in {where}; pass current_run().param({name!r}, default=...)")
         return default
 
+    def seed_everything(self) -> int | None:
+        """Inside a run, seed every random generator (Python, numpy, torch, dataloader workers) with the
+        run's seed, once per run; in the controller do nothing. Returns the seed (``None`` in the controller).
+
+        Call it before building the model, so that each seed of a grid point starts from its own
+        weights (``ScalingSweep`` calls it when the run's training starts, for scripts that did not)::
+
+            run = current_run()
+            run.seed_everything()
+            model = Net(hidden=run.param("hidden", default=256))
+        """
+        if self.spec is None:
+            return None
+        if self.spec.run_id not in _seeded:
+            _seeded.add(self.spec.run_id)
+            from lightning_fabric.utilities.seed import seed_everything
+
+            seed_everything(self.spec.seed, workers=True, verbose=False)
+        return self.spec.seed
+
     def to_env(self) -> str:
         assert self.spec is not None
         return json.dumps({"spec": self.spec.to_dict(), "sweep_dir": self.sweep_dir, "attempt": self.attempt,
                            "probe": self.probe, "launch": self.launch})
 
 
-def current_run(*, seed: bool = True) -> RunContext:
+def current_run() -> RunContext:
     """The run this process executes (``is_controller`` in the script the user started).
 
-    Inside a run, the first call also seeds every random generator with the run's seed
-    (``seed_everything``), so each seed of a grid point starts from fresh, different weights; call
-    it before building the model. Pass ``seed=False`` to seed yourself (use ``current_run().seed``).
+    A lookup of the environment, without side effects: seeding is :meth:`RunContext.seed_everything`.
     """
     raw = os.environ.get(ENV_RUN)
     if not raw:
         return RunContext()
     try:
         data = json.loads(raw)
-        ctx = RunContext(spec=RunSpec.from_dict(data["spec"]), sweep_dir=data.get("sweep_dir"),
-                         attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)),
-                         launch=str(data.get("launch", "")))
+        return RunContext(spec=RunSpec.from_dict(data["spec"]), sweep_dir=data.get("sweep_dir"),
+                          attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)),
+                          launch=str(data.get("launch", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{ENV_RUN} is set but is not a lightning-scaling run spec ({exc}); unset it to run "
                            "this script as the controller") from None
-    assert ctx.spec is not None
-    if seed and ctx.spec.run_id not in _seeded:
-        _seeded.add(ctx.spec.run_id)
-        from lightning_fabric.utilities.seed import seed_everything
-
-        seed_everything(ctx.spec.seed, workers=True, verbose=False)
-    return ctx

@@ -14,15 +14,17 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 from lightning_scaling._checks import require_int
-from lightning_scaling.sweep.adaptive import AdaptiveConfig, AdaptiveState, Target
+from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
+from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
-from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, RECORDED, build_record
+from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
@@ -60,6 +62,9 @@ class SweepController:
         reporter: where the sweep is reported besides its folder (:class:`~lightning_scaling.WandbReporter`).
         name: the sweep's name (its W&B group); default: the sweep folder's name.
         stream: where progress goes.
+        poll_interval: seconds between polls of a launcher that cannot wake the loop.
+        adaptive: run an adaptive study (:class:`~lightning_scaling.Adaptive`) instead of the grid.
+        to_error: the sweep's ``to_error`` (an adaptive study ranks grid points on the errors it fits).
     """
 
     def __init__(
@@ -78,7 +83,8 @@ class SweepController:
         name: str | None = None,
         stream: TextIO | None = None,
         poll_interval: float = 0.2,
-        adaptive: AdaptiveConfig | None = None,
+        adaptive: Adaptive | None = None,
+        to_error: Callable[[float], float] | None = None,
     ) -> None:
         require_int("max_retries", max_retries, 0)
         self.plan = plan
@@ -100,7 +106,7 @@ class SweepController:
         self._records: dict[str, dict[str, Any]] = {}
         self._planned_ids = {s.run_id for s in plan.runs}
         self.adaptive = adaptive
-        self._adaptive_state: AdaptiveState | None = None
+        self.to_error = to_error
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -212,7 +218,7 @@ class SweepController:
 
     # -- the adaptive study -----------------------------------------------------------------------
     def _run_adaptive(self) -> SweepResult:
-        """Successive halving at each chosen size, sizes chosen by interval narrowing per cost (adaptive.py).
+        """Successive halving at each chosen size, sizes chosen by interval narrowing per cost (sweep/adaptive/).
 
         Runs go out in waves: everything the state allows now, then the next decision on the records.
         """
@@ -221,19 +227,12 @@ class SweepController:
         saved = read_json(self.store.root / ADAPTIVE_FILE) or {}
         if saved.get("config") not in (None, cfg.to_dict()):
             self.log("adaptive settings changed since the last start: the sizes chosen so far are kept")
-        state = AdaptiveState(self.plan, cfg, chosen=[c for c in saved.get("chosen", [])
-                                                      if c in (self.plan.fractions or self.plan.sizes or [])],
-                              added_seeds=[c for c in saved.get("added_seeds", [])
-                                           if c in (self.plan.fractions or self.plan.sizes or [])],
-                              choices=list(saved.get("choices", [])))
-        self._adaptive_state = state
-        root = str(self.store.root)
+        state = AdaptiveState.restore(self.plan, cfg, saved, to_error=self.to_error)
         records = self.store.records()
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {}
         done = sum(r.get("status") in COMPLETED for r in records.values())
-        self.log(f"plan (adaptive, target: {cfg.target.describe()}; tolerance {cfg.tolerance}, budget "
-                 f"{cfg.budget} device-s; rungs {[round(r, 4) for r in cfg.rungs]}): candidates {self.plan.summary()}")
+        self.log(f"plan ({cfg.describe()}): candidates {self.plan.summary()}")
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} run rungs already finished")
@@ -244,10 +243,11 @@ class SweepController:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             while True:
                 records = self.store.records()
-                # the result's own fit: the interval decided on is the one reported
-                decision = state.decide(records, root, lambda recs=records: self._law(state, recs),
+                # the result's own fit (computed only when a decision needs it): the interval decided on is the
+                # one reported
+                decision = state.decide(records, str(self.store.root), partial(state.law, records, self.analyse),
                                         state.spent(records), slots=lambda: max(1, self.launcher.capacity))
-                atomic_write_json(self.store.root / ADAPTIVE_FILE, self._adaptive_summary(state, records))
+                atomic_write_json(self.store.root / ADAPTIVE_FILE, state.summary(records))
                 if decision.done:
                     self.log(f"adaptive study stopped: {decision.reason}")
                     break
@@ -258,22 +258,12 @@ class SweepController:
                     self._status.setdefault(spec.run_id, None)
                 self.log(f"launching {len(decision.launch)} runs: "
                          + ", ".join(sorted({f'{s.size_label} rung {s.rung}' for s in decision.launch})))
+                # every launched run ends with a record: _loop writes a failed one for a run that gave up
                 self._loop(decision.launch)
-                failed = [s.run_id for s in decision.launch
-                          if (self.store.read_record(s.run_id) or {}).get("status") not in RECORDED]
-                if failed:  # pragma: no cover - _loop writes a failed record for every run that gave up
-                    raise SweepError(f"runs left without a record: {failed}")
-        return self._conclude(adaptive=self._adaptive_summary(state, self.store.records()))
-
-    def _law(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> Any:
-        final = state.final_records(records)
-        return self.analyse([dict(r) for r in final]).law if final else None
-
-    def _adaptive_summary(self, state: AdaptiveState, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return state.summary(records)
+        return self._conclude(adaptive=state.summary(self.store.records()))
 
     def _planned_records(self) -> list[dict[str, Any]]:
-        return fitted_records(self.store.records(), self._planned_ids)
+        return [dict(r) for r in fitted_records(self.store.records(), self._planned_ids)]
 
     def _keep(self, record: dict[str, Any]) -> None:
         # an adaptive study's earlier rungs trained on part of the budget: on disk, not reported live (a rung-0
@@ -325,7 +315,7 @@ class SweepController:
             for job, rc in finished:
                 rec = self.store.read_record(job.spec.run_id)
                 fresh = rec is not None and rec.get("launch") == job.launch
-                if fresh and rec["status"] in COMPLETED:
+                if fresh and rec is not None and rec["status"] in COMPLETED:
                     self._status[job.spec.run_id] = rec["status"]
                     self._durations.append(time.time() - job.started)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
@@ -385,65 +375,54 @@ def run_sweep(
     seeds: int | Sequence[int] = 1,
     monitor: str = "val_loss",
     mode: str = "min",
+    to_error: Callable[[float], float] | None = None,
     data_seed: int = 0,
-    sweep_dir: str | Path = "scaling_sweeps/sweep",
+    sweep_dir: str | Path | None = None,
+    name: str | None = None,
     slots: int | None = None,
     devices_per_slot: int = 1,
-    max_retries: int = 1,
-    cli_overrides: bool | None = None,
-    targets: Sequence[float] = (),
-    reporter: Reporter | None = None,
-    bootstrap: int = 1000,
     launcher: Launcher | str | None = None,
-    strategy: str = "grid",
-    target: Target | dict[str, float] | None = None,
-    tolerance: float | None = None,
-    budget: float | None = None,
-    rungs: Sequence[float] = (1 / 3, 1.0),
-    eta: float = 3.0,
-    initial_sizes: int = 4,
-    start_seeds: int | None = 1,
+    max_retries: int = 1,
+    size_fn: Callable[[Any], float] | None = None,
+    size_unit: str = "samples",
+    probe: bool = True,
+    cli_overrides: bool | None = None,
+    bootstrap: int = 1000,
+    targets: Sequence[float] = (),
+    reporter: Reporter | bool | None = None,
+    strategy: str | Adaptive = "grid",
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
     The script must add a :class:`~lightning_scaling.ScalingSweep` with the same arguments to its
-    Trainer (inside a run the callback only applies the run's data size, grid values and seed).
-    The arguments mean what they mean for ``ScalingSweep``; ``reporter`` (a
-    :class:`~lightning_scaling.WandbReporter`) reports to W&B from this process; ``launcher``
-    (``"local"``, ``"ray"``, ``"slurm"`` or a launcher object) says where the runs execute;
-    ``strategy="adaptive"`` with ``target``, ``tolerance`` and/or ``budget`` runs an adaptive study
-    (:mod:`lightning_scaling.sweep.adaptive`).
+    Trainer (in a run the callback applies the run's data size, grid values and seed). The arguments
+    are ``ScalingSweep``'s (:mod:`~lightning_scaling.sweep.options`: same names, defaults, checks and
+    meaning), except: ``sweep_dir`` defaults to ``scaling_sweeps/<name or "sweep">``; ``reporter`` (a
+    :class:`~lightning_scaling.WandbReporter`) reports from this process, ``None``/``False`` not at
+    all; ``size_fn`` and ``size_unit`` act in the runs (the script's callback), only checked here.
 
     Example::
 
-        result = run_sweep("train.py", fractions=ScalingSweep.geometric(1/16, 1, 5),
-                           grid={"hidden": [32, 64]}, monitor="val_err", sweep_dir="sweeps/digits")
-        print(result.law)
+        result = run_sweep("train.py", fractions=ScalingSweep.geometric(1/16, 1, 5), grid={"hidden": [32, 64]},
+                           monitor="val_err", strategy=Adaptive(target=Target.error_at(60000), budget=3600))
     """
     path = Path(script)
     if not path.is_file():
         raise FileNotFoundError(f"script {script!r} not found; pass the path of the training script")
-    plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
-                           data_seed=data_seed)
-    if strategy not in ("grid", "adaptive"):
-        raise ValueError(f"strategy must be 'grid' or 'adaptive', got {strategy!r}")
-    adaptive = None
-    if strategy == "adaptive":
-        if target is None:
-            raise ValueError("strategy='adaptive' needs target=Target.error_at(size) or Target.data_needed(error)")
-        adaptive = AdaptiveConfig(target=Target.parse(target), tolerance=tolerance, budget=budget,
-                                  rungs=tuple(rungs), eta=eta, initial=initial_sizes,
-                                  start_seeds=start_seeds)
-    dotted = any("." in k for k in plan.grid)
-    live = min(bootstrap, reporter.live_bootstrap) if reporter is not None else 0
-
-    def analyse(n_boot: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
-        return analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=n_boot, targets=targets)
-
+    if reporter is True:
+        raise ValueError("run_sweep(reporter=True) has no WandbLogger to take the W&B settings from; pass "
+                         "reporter=WandbReporter(project=...)")
+    opts = SweepOptions.build(
+        fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
+        data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
+        launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
+        cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+    live = min(bootstrap, reporter.live_bootstrap) if reporter else 0
+    store = SweepStore(sweep_dir if sweep_dir is not None else Path("scaling_sweeps") / (name or "sweep"))
     controller = SweepController(
-        plan, SweepStore(sweep_dir), launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
-        command=[sys.executable, str(path.resolve()), *args], max_retries=max_retries,
-        cli_overrides=dotted if cli_overrides is None else cli_overrides, analyse=analyse(bootstrap),
-        live_analyse=analyse(live), reporter=reporter, adaptive=adaptive,
+        opts.plan, store, launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
+        command=[sys.executable, str(path.resolve()), *args], cli_overrides=opts.cli_overrides,
+        max_retries=max_retries, probe=probe, analyse=opts.analyse(bootstrap), live_analyse=opts.analyse(live),
+        reporter=reporter or None, name=name, adaptive=opts.adaptive, to_error=to_error,
     )
     return controller.run()

@@ -31,7 +31,7 @@ def geometric(start: float, stop: float, num: int) -> list[float]:
         raise ValueError(f"geometric needs 0 < start < stop, got start={start}, stop={stop}")
     values = np.geomspace(start, stop, num)
     if isinstance(start, int) and isinstance(stop, int):
-        out = [round(float(v)) for v in values]
+        out: list[float] = [round(float(v)) for v in values]
         if len(set(out)) != len(out):
             raise ValueError(f"{num} integer sizes between {start} and {stop} would repeat; use fewer or a wider range")
         return out
@@ -71,8 +71,9 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
-        return cls(**{k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed", "index")},
-                   **{k: d.get(k) for k in _ADAPTIVE_FIELDS})
+        fields: dict[str, Any] = {k: d[k] for k in ("run_id", "fraction", "size", "params", "seed", "data_seed")}
+        fields.update(index=d["index"], **{k: d.get(k) for k in _ADAPTIVE_FIELDS})
+        return cls(**fields)
 
 
 _ADAPTIVE_FIELDS = ("base_id", "rung", "budget", "save_checkpoint", "resume_from")
@@ -115,60 +116,22 @@ class SweepPlan:
         data_seed: int = 0,
         min_sizes: int = 4,
     ) -> SweepPlan:
-        if (fractions is None) == (sizes is None):
-            raise ValueError("give exactly one of fractions= (e.g. ScalingSweep.geometric(1/64, 1.0, 7)) or "
-                             "sizes= (absolute sample counts)")
-        fr: list[float] | None = None
-        sz: list[int] | None = None
-        if fractions is not None:
-            fr = [float(f) for f in fractions]
-            bad = [f for f in fr if not (math.isfinite(f) and 0 < f <= 1)]
-            if bad:
-                raise ValueError(f"fractions must be in (0, 1], got {bad}; use sizes= for absolute sample counts")
-            _check_distinct(fr, "fractions")
-            count = len(fr)
-        else:
-            assert sizes is not None
-            if any(isinstance(s, bool) or not float(s).is_integer() or s < 1 for s in sizes):
-                raise ValueError(f"sizes must be positive integer sample counts, got {list(sizes)}")
-            sz = [int(s) for s in sizes]
-            _check_distinct(sz, "sizes")
-            count = len(sz)
-        if count < min_sizes:
-            raise ValueError(f"{count} data sizes are too few to fit a learning curve (alpha, beta, gamma and "
-                             f"an interval need at least {min_sizes}); add sizes, e.g. ScalingSweep.geometric(...)")
-        g = {} if grid is None else dict(grid)
-        if not isinstance(g, dict) or not all(isinstance(k, str) and k for k in g):
-            raise ValueError(f"grid must map parameter names to lists of values, got {grid!r}")
-        for k, v in g.items():
-            if isinstance(v, str | bytes) or not isinstance(v, Sequence) or len(v) == 0:
-                raise ValueError(f"grid[{k!r}] must be a non-empty list of values, got {v!r}; drop the key to "
-                                 "search nothing, or give at least one value")
-            if len({json.dumps(x, sort_keys=True, default=str) for x in v}) != len(v):
-                raise ValueError(f"grid[{k!r}] repeats values: {list(v)}")
-            for x in v:
-                try:
-                    json.dumps(x)
-                except TypeError:
-                    raise ValueError(f"grid[{k!r}] value {x!r} is not JSON-serialisable; use numbers, strings, "
-                                     "booleans or lists of them") from None
-        g = {k: list(v) for k, v in g.items()}
-        if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence):
-            raise ValueError(f"seeds must be a count (e.g. 2) or a list of seeds, got {seeds!r}")
-        seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-        if not seed_list or len(set(seed_list)) != len(seed_list):
-            raise ValueError(f"seeds must be a positive count or a list of distinct seeds, got {seeds!r}")
+        """The plan of a study, every argument checked (a ValueError naming it and the fix)."""
+        fr, sz = _check_amounts(fractions, sizes, min_sizes)
+        grid_lists = _check_grid(grid)
+        seed_list = _check_seeds(seeds)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError("monitor must name the logged validation metric to minimise, e.g. monitor='val_loss'")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
 
-        plan = cls(fractions=fr, sizes=sz, grid=g, seeds=seed_list, monitor=monitor, mode=mode, data_seed=data_seed)
+        plan = cls(fractions=fr, sizes=sz, grid=grid_lists, seeds=seed_list, monitor=monitor, mode=mode,
+                   data_seed=data_seed)
         amounts: list[tuple[float | None, int | None]]
         amounts = [(f, None) for f in fr] if fr else [(None, s) for s in sz or []]
         # largest data first: the longest runs start early, so the slots drain evenly at the end
         amounts.sort(key=lambda a: -(a[0] if a[0] is not None else a[1] or 0))
-        runs = []
+        runs: list[RunSpec] = []
         for f, s in amounts:
             for p in plan.grid_points:
                 for seed in seed_list:
@@ -213,6 +176,64 @@ class SweepPlan:
                          "(their records stay in runs/ and are not used)")
         return fatal, notes
 
+
+
+def _check_amounts(fractions: Sequence[float] | None, sizes: Sequence[int] | None, min_sizes: int
+                   ) -> tuple[list[float] | None, list[int] | None]:
+    """Exactly one of ``fractions`` (in (0, 1]) and ``sizes`` (positive integers), distinct, at least ``min_sizes``."""
+    if (fractions is None) == (sizes is None):
+        raise ValueError("give exactly one of fractions= (e.g. ScalingSweep.geometric(1/64, 1.0, 7)) or "
+                         "sizes= (absolute sample counts)")
+    fr: list[float] | None = None
+    sz: list[int] | None = None
+    if fractions is not None:
+        fr = [float(f) for f in fractions]
+        bad = [f for f in fr if not (math.isfinite(f) and 0 < f <= 1)]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], got {bad}; use sizes= for absolute sample counts")
+        _check_distinct(fr, "fractions")
+        count = len(fr)
+    else:
+        assert sizes is not None
+        if any(isinstance(s, bool) or not float(s).is_integer() or s < 1 for s in sizes):
+            raise ValueError(f"sizes must be positive integer sample counts, got {list(sizes)}")
+        sz = [int(s) for s in sizes]
+        _check_distinct(sz, "sizes")
+        count = len(sz)
+    if count < min_sizes:
+        raise ValueError(f"{count} data sizes are too few to fit a learning curve (alpha, beta, gamma and "
+                         f"an interval need at least {min_sizes}); add sizes, e.g. ScalingSweep.geometric(...)")
+    return fr, sz
+
+
+def _check_grid(grid: Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]]:
+    """The grid as lists: named parameters, each with distinct, JSON-serialisable values."""
+    g = {} if grid is None else dict(grid)
+    if not isinstance(g, dict) or not all(isinstance(k, str) and k for k in g):
+        raise ValueError(f"grid must map parameter names to lists of values, got {grid!r}")
+    for k, v in g.items():
+        if isinstance(v, str | bytes) or not isinstance(v, Sequence) or len(v) == 0:
+            raise ValueError(f"grid[{k!r}] must be a non-empty list of values, got {v!r}; drop the key to "
+                             "search nothing, or give at least one value")
+        if len({json.dumps(x, sort_keys=True, default=str) for x in v}) != len(v):
+            raise ValueError(f"grid[{k!r}] repeats values: {list(v)}")
+        for x in v:
+            try:
+                json.dumps(x)
+            except TypeError:
+                raise ValueError(f"grid[{k!r}] value {x!r} is not JSON-serialisable; use numbers, strings, "
+                                 "booleans or lists of them") from None
+    return {k: list(v) for k, v in g.items()}
+
+
+def _check_seeds(seeds: int | Sequence[int]) -> list[int]:
+    """A count of seeds as ``[0, ..., n-1]``, or a list of distinct seeds."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence):
+        raise ValueError(f"seeds must be a count (e.g. 2) or a list of seeds, got {seeds!r}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"seeds must be a positive count or a list of distinct seeds, got {seeds!r}")
+    return seed_list
 
 def _check_distinct(values: Sequence[float], name: str) -> None:
     seen = sorted(values)

@@ -149,7 +149,7 @@ class SweepResult:
                 r["train_size"] = r.get("num_samples")
         unplaced = [r["run_id"] for r in ok if not (_finite(r.get("train_size")) and r["train_size"] > 0)]
         ok = [r for r in ok if r["run_id"] not in unplaced]
-        unit = next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples")
+        unit = str(next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples"))
         res = cls(runs=runs, size_unit=unit, monitor=metric or monitor, targets=list(targets))
         if unplaced:
             res.notes.append(f"runs without a training-set size were left out of the laws: {unplaced}")
@@ -182,7 +182,7 @@ class SweepResult:
                            seed)
 
         grid_keys = sorted({grid_key(r.get("params")) for r in ok}, key=_natural)
-        curves = {}
+        curves: dict[str, tuple[Any, Any]] = {}
         for gk in grid_keys:
             pts = []
             for a in amounts:
@@ -267,7 +267,7 @@ class SweepResult:
             ])
         return cols, rows
 
-    def curve_table(self, *, extrapolate: float = 10.0, points: int = 200) -> tuple[list[str], list[list[float]]]:
+    def curve_table(self, *, extrapolate: float = 10.0, points: int = 200) -> tuple[list[str], list[list[Any]]]:
         """The fitted law with its interval band, from the power-law start to ``extrapolate`` x the data."""
         if self.law is None:
             return [], []

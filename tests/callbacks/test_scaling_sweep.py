@@ -13,13 +13,13 @@ from lightning_scaling.callbacks.controller_role import ControllerRole
 from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.sweep import RunContext, SweepError, SweepPlan, current_run
 from lightning_scaling.sweep.context import ENV_RUN
-from lightning_scaling.sweep.launcher import LocalLauncher
+from lightning_scaling.sweep.launchers import LocalLauncher
 
 FRACTIONS = {"fractions": [0.1, 0.2, 0.4, 0.8], "monitor": "val_err"}
 
 
 def _controller(sweep: ScalingSweep) -> ControllerRole:
-    return ControllerRole(sweep, current_run(seed=False), pl)
+    return ControllerRole(sweep, current_run(), pl)
 
 
 def test_trainer_asking_for_more_gpus_than_a_slot_is_refused():

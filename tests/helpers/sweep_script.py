@@ -5,7 +5,7 @@ dimensions; an MLP of width ``hidden`` learns them, and its error falls with dat
 Everything is generated, so the script needs no data on disk.
 
 Test hooks, read from the environment (children inherit it from the controller):
-    LS_TEST_SWEEP  JSON keyword arguments of ScalingSweep
+    LS_TEST_SWEEP  JSON keyword arguments of ScalingSweep ("strategy": {...} holds Adaptive's arguments)
     LS_TEST_FAIL   JSON: {"raise_once": f} raises on the first attempt of fraction f,
                    {"nan_hidden": h} makes width h diverge, {"kill_fraction": f} SIGKILLs the run,
                    {"sleep": s} sleeps s seconds in every run before training
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_scaling import current_run
+from lightning_scaling import Adaptive, current_run
 from lightning_scaling.sweep import LocalLauncher
 
 if os.environ.get("LS_TEST_NAMESPACE") == "lightning":
@@ -99,6 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run = current_run()
+    run.seed_everything()
     fail = json.loads(os.environ.get("LS_TEST_FAIL", "{}"))
     hidden = run.param("hidden", default=32)
     if run.is_run and not run.probe:
@@ -112,6 +113,8 @@ def main() -> None:
     if os.environ.get("LS_TEST_WRAP") == "1":
         dm = DataFraction(dm)
     kwargs = json.loads(os.environ["LS_TEST_SWEEP"])
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = Adaptive(**kwargs["strategy"])
     if os.environ.get("LS_TEST_NO_FORK") == "1":
         kwargs["launcher"] = LocalLauncher(slots=kwargs.pop("slots", None), fork_server=False)
     launcher = json.loads(os.environ.get("LS_TEST_LAUNCHER", "null"))

@@ -1,4 +1,4 @@
-"""The adaptive study's decisions (sweep/adaptive.py) on synthetic records: fast and deterministic.
+"""The adaptive study's decisions (sweep/adaptive/) on synthetic records: fast and deterministic.
 
 A fake executor turns each launched rung spec into the record a run would write: the error of a
 known law per grid point (one planted dominated width), a little seed noise, and a wall time
@@ -15,7 +15,7 @@ import pytest
 
 from lightning_scaling.laws import fit_learning_curve
 from lightning_scaling.sweep.adaptive import (
-    AdaptiveConfig,
+    Adaptive,
     AdaptiveState,
     Target,
     choose_next_size,
@@ -27,6 +27,7 @@ from lightning_scaling.sweep.adaptive import (
     width_ratio,
 )
 from lightning_scaling.sweep.plan import SweepPlan
+from lightning_scaling.sweep.result import SweepResult
 from lightning_scaling.sweep.store import fitted_records
 
 ROOT = "/sweep"
@@ -62,14 +63,20 @@ def _execute(specs, records, per_sample_s: float = 0.001):
         }
 
 
-def _study(cfg: AdaptiveConfig, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None,
+def _analyse(records):
+    """The sweep's analysis of its records, as the controller runs it (200 bootstrap replicates)."""
+    return SweepResult.from_records(records, monitor="val_err", mode="min", bootstrap=200)
+
+
+def _study(cfg: Adaptive, *, records=None, chosen=None, added_seeds=None, max_waves: int = 100, plan=None,
            slots: int = 1, waves=None, execute=_execute):
     plan = plan or _plan()
     records = {} if records is None else records
     state = AdaptiveState(plan, cfg, chosen=list(chosen or []), added_seeds=list(added_seeds or []))
     launched = []
     for _ in range(max_waves):
-        d = state.decide(records, ROOT, lambda: state.law(records), state.spent(records), slots=slots)
+        # the controller's call: the law the result's analysis fits to the study's records
+        d = state.decide(records, ROOT, lambda: state.law(records, _analyse), state.spent(records), slots=slots)
         if waves is not None and d.launch:
             waves.append([s.run_id for s in d.launch])
         if d.done:
@@ -105,7 +112,7 @@ def test_promote_stops_diverged_points():
 
 
 def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5, start_seeds=None)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.5, start_seeds=None)
     state = AdaptiveState(_plan(), cfg)
     records: dict = {}
     first, complete = state.size_progress(125, records, ROOT)
@@ -126,8 +133,27 @@ def test_successive_halving_at_one_size_resumes_survivors_from_their_checkpoints
     assert state.size_progress(125, records, ROOT) == ([], True)
 
 
+def test_successive_halving_ranks_on_the_errors_the_law_is_fitted_on():
+    # an accuracy in percent (mode="max") with the sweep's to_error: the law fits 100 - v, and so must the
+    # halving (it ranked 1 - v: -89 vs -88, "within 5% of the best" as plain differences, so w8 went on)
+    plan = SweepPlan.build(sizes=SIZES, grid={"hidden": [8, 128]}, seeds=1, monitor="val_acc", mode="max")
+    state = AdaptiveState(plan, Adaptive(target=Target.error_at(64000), tolerance=0.5),
+                          to_error=lambda v: 100.0 - v)
+    first, _ = state.size_progress(125, {}, ROOT)
+    records = {s.run_id: {"run_id": s.run_id, "base_id": s.base_id, "rung": s.rung, "budget": s.budget, "status": "ok",
+                          "size": 125, "params": s.params, "seed": s.seed,
+                          "best_value": 90.0 if s.params["hidden"] == 128 else 89.0} for s in first}
+    second, _ = state.size_progress(125, records, ROOT)
+    assert {s.params["hidden"] for s in second} == {128}
+    (stopped,) = state.stopped.values()
+    assert stopped["params"] == json.dumps({"hidden": 8}) and "mean error 11 vs best 10" in stopped["reason"]
+    # without to_error, mode="max" fits 1 - v, an accuracy in [0, 1]: the halving names the same conversion
+    with pytest.raises(ValueError, match="not an accuracy"):
+        AdaptiveState(plan, state.config).size_progress(125, records, ROOT)
+
+
 def test_a_size_starts_with_one_seed_and_an_added_seed_reruns_only_the_survivors_in_full():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)  # start_seeds=1: the default
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.5)  # start_seeds=1: the default
     state = AdaptiveState(_plan(seeds=3), cfg)
     records: dict = {}
     first, _ = state.size_progress(125, records, ROOT)
@@ -152,7 +178,7 @@ def test_a_size_starts_with_one_seed_and_an_added_seed_reruns_only_the_survivors
 def test_when_every_size_has_run_the_study_buys_seeds_where_they_narrow_most():
     sizes = [125, 250, 500, 1000]
     plan = _plan(seeds=2, sizes=sizes)
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6)  # never met: runs out of candidates
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6)  # never met: runs out of candidates
     state, records, launched, d = _study(cfg, plan=plan)
     assert d is not None and "every candidate size has been run with every seed" in d.reason
     assert sorted(state.added_seeds) == sizes  # every second seed, one at a time
@@ -169,7 +195,7 @@ def test_when_every_size_has_run_the_study_buys_seeds_where_they_narrow_most():
 
 def test_a_grid_of_one_point_trains_each_run_to_the_end_in_one_go():
     plan = _plan(seeds=1, widths=(128,))
-    state = AdaptiveState(plan, AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5))
+    state = AdaptiveState(plan, Adaptive(target=Target.error_at(64000), tolerance=0.5))
     todo, complete = state.size_progress(125, {}, ROOT)
     assert not complete and len(todo) == 1
     assert todo[0].rung == 1 and todo[0].budget == 1.0 and todo[0].resume_from is None
@@ -218,7 +244,7 @@ def test_with_a_budget_the_next_size_leaves_the_narrowest_affordable_interval():
 
 
 def test_size_selection_stops_on_tolerance():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.5)
     state, _, _, d = _study(cfg)
     assert d is not None and d.reason.startswith("tolerance met")
     assert state.history[-1]["width"] <= 0.5
@@ -229,7 +255,7 @@ def test_size_selection_stops_on_tolerance():
 
 def test_the_last_initial_size_is_the_largest_the_budget_affords():
     for budget, expected in ((20.0, 4000), (40.0, 8000), (60.0, 16000)):
-        cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+        cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
         state, records, _, d = _study(cfg)
         assert state.chosen[:4] == [*SIZES[:3], expected], budget
         assert state.spent(records) <= budget and "budget" in d.reason
@@ -242,7 +268,7 @@ def test_when_no_fourth_size_fits_the_budget_the_cheapest_runs_and_of_equally_ch
             records[s.run_id]["budget_limit"] = "max_steps=600"
 
     # the three smallest sizes use up the budget; a law with an interval needs a fourth size anyway
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=6.0)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=6.0)
     state, _, _, d = _study(cfg, execute=step_limited)
     assert state.chosen == [*SIZES[:3], SIZES[-1]] and "budget" in d.reason  # the far end, at the same cost
     state, _, _, _ = _study(cfg)  # the cost grows with the data: the smallest left is the cheapest
@@ -260,7 +286,7 @@ def _small_runs_heavier(specs, records):
 
 
 def _three_small_sizes(execute):
-    probe = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=1e9)
+    probe = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=1e9)
     state, records, _, _ = _study(probe, execute=execute, max_waves=2)  # both rungs of the three small sizes
     assert state.chosen == SIZES[:3]
     return state, records
@@ -272,7 +298,7 @@ def test_the_far_initial_size_runs_when_it_may_fit_and_its_first_rung_measures_t
     expected, low = state.expected_cost(far, records), state.cost_low(far, records)
     assert low < expected  # the cost model's slope, fitted to three small sizes, is uncertain that far out
     budget = spent + (low + expected) / 2  # the far size may fit, but not at its expected cost
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
     state, records, _, d = _study(cfg, records=records, chosen=SIZES[:3], execute=_small_runs_heavier)
     assert state.chosen[3] == far  # planned at its expected cost, the study would extrapolate from 8000
     # its first rung measured it cheaper than extrapolated: it ran to the end, within the budget
@@ -290,7 +316,7 @@ def test_the_rest_of_a_size_that_turns_out_too_costly_waits_for_a_larger_budget(
     state, records = _three_small_sizes(heavier_far_out)
     far, spent = SIZES[-1], state.spent(records)
     budget = spent + state.expected_cost(far, records)  # it fits, as far as the small sizes can tell
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=budget)
     state, records, _, d = _study(cfg, records=records, chosen=SIZES[:3], execute=heavier_far_out)
     assert state.chosen == [*SIZES[:3], far]
     # the far size's first rung ran and measured the rest at more than is left: it waits, the cap holds
@@ -298,14 +324,14 @@ def test_the_rest_of_a_size_that_turns_out_too_costly_waits_for_a_larger_budget(
     assert state.spent(records) <= budget
     assert {r["rung"] for r in records.values() if r["size"] == far} == {0}
     # a larger budget continues it from its checkpoints (a first rung run twice would fail the executor)
-    more = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=budget * 2)
+    more = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=budget * 2)
     state, records, launched, _ = _study(more, records=records, chosen=state.chosen, execute=heavier_far_out)
     cont = [records[i] for i in launched if records[i]["size"] == far]
     assert cont and all(r["rung"] == 1 and r["resumed_from"] for r in cont)
 
 
 def test_size_selection_stops_on_budget_and_says_so():
-    cfg = AdaptiveConfig(target=Target.data_needed(0.05), tolerance=1e-6, budget=60.0)
+    cfg = Adaptive(target=Target.data_needed(0.05), tolerance=1e-6, budget=60.0)
     state, records, _, d = _study(cfg)
     assert d is not None and "budget" in d.reason
     # the next size is only started when its expected cost fits in what is left
@@ -315,7 +341,7 @@ def test_size_selection_stops_on_budget_and_says_so():
 
 
 def test_with_free_slots_a_budgeted_study_starts_more_of_its_plan_at_once():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=120.0)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=120.0)
     one_waves: list = []
     one, _, _, d1 = _study(cfg, waves=one_waves)
     four_waves: list = []
@@ -331,7 +357,7 @@ def test_with_free_slots_a_budgeted_study_starts_more_of_its_plan_at_once():
 
 
 def test_a_budget_is_planned_with_the_cost_models_upper_estimate():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=1e-6, budget=60.0)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=1e-6, budget=60.0)
     state, records, _, _ = _study(cfg)
     assert state.cost_margin(records) == pytest.approx(1.0)  # the fake runs cost exactly a + b * size
     # run times scattering by +-10% around the model: plan with ~20% headroom, so the cap holds
@@ -342,7 +368,7 @@ def test_a_budget_is_planned_with_the_cost_models_upper_estimate():
 
 
 def test_next_size_is_chosen_by_gain_per_cost():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.01)  # no budget: greedy gain per cost
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.01)  # no budget: greedy gain per cost
     state, _, _, _ = _study(cfg, max_waves=5)  # the initial sizes' rungs (the last one after the others), a choice
     assert state.choices
     table = state.choices[0]["candidates"]
@@ -351,7 +377,7 @@ def test_next_size_is_chosen_by_gain_per_cost():
 
 
 def test_a_resumed_study_continues_without_redoing_finished_work():
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.3, budget=200.0)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.3, budget=200.0)
     full_state, full_records, full_launched, done = _study(cfg)
     assert done is not None
     # the same study stopped after three waves (a killed controller), then started again from what is on disk
@@ -370,7 +396,7 @@ def test_a_resumed_study_continues_without_redoing_finished_work():
 
 
 def test_the_cost_model_tells_a_step_limited_task_from_an_epoch_limited_one():
-    state = AdaptiveState(_plan(), AdaptiveConfig(target=Target.error_at(64000), tolerance=0.1))
+    state = AdaptiveState(_plan(), Adaptive(target=Target.error_at(64000), tolerance=0.1))
 
     def records(cost):
         rungs = [(m, trained) for m in (125, 250, 500) for trained in (1 / 3, 2 / 3)]
@@ -395,7 +421,7 @@ def test_the_cost_model_tells_a_step_limited_task_from_an_epoch_limited_one():
 def test_compute_accounting():
     assert device_seconds({"wall_time_s": 10.0, "devices": "0,1"}) == 20.0
     assert device_seconds({"wall_time_s": 10.0, "devices": ""}) == 10.0
-    cfg = AdaptiveConfig(target=Target.error_at(64000), tolerance=0.3)
+    cfg = Adaptive(target=Target.error_at(64000), tolerance=0.3)
     state, records, _, _ = _study(cfg)
     summary = state.summary(records)
     assert summary["device_seconds"] == pytest.approx(sum(r["wall_time_s"] for r in records.values()))
@@ -405,22 +431,26 @@ def test_compute_accounting():
 
 def test_config_is_validated():
     with pytest.raises(ValueError, match="stopping rule"):
-        AdaptiveConfig(target=Target.error_at(10))
+        Adaptive(target=Target.error_at(10))
     with pytest.raises(ValueError, match="rungs"):
-        AdaptiveConfig(target=Target.error_at(10), tolerance=0.1, rungs=(0.5, 0.4))
+        Adaptive(target=Target.error_at(10), tolerance=0.1, rungs=(0.5, 0.4))
+    with pytest.raises(ValueError, match="initial_sizes must be an integer >= 4"):
+        Adaptive(target=Target.error_at(10), tolerance=0.1, initial_sizes=3)
+    cfg = Adaptive(target={"error_at": 10}, budget=60, rungs=[0.5, 1])
+    assert cfg.target == Target.error_at(10) and cfg.rungs == (0.5, 1.0)
+    assert Adaptive(**json.loads(json.dumps(cfg.to_dict()))) == cfg  # adaptive.json's config builds it again
     with pytest.raises(ValueError, match="target"):
         Target.parse({"error_in": 3})
     assert Target.parse({"data_needed": 0.05}) == Target.data_needed(0.05)
 
 
 def test_a_grid_point_stopped_early_counts_at_its_size_when_the_one_that_went_on_turns_out_worse(tmp_path):
-    from lightning_scaling.sweep.result import SweepResult
     from lightning_scaling.sweep.store import SweepStore
 
     # as on the digits task: with one seed, w32 beat w128 at rung 0 and went on alone; w32's second seed
     # was much worse, so over its seeds w32 is worse than what w128 had already measured
     plan = _plan(seeds=2, sizes=[125, 250, 500, 1000], widths=(32, 128))
-    state = AdaptiveState(plan, AdaptiveConfig(target=Target.error_at(64000), tolerance=0.5))
+    state = AdaptiveState(plan, Adaptive(target=Target.error_at(64000), tolerance=0.5))
     measured = {(0, 32, 0): 0.14, (0, 128, 0): 0.16, (1, 32, 0): 0.13, (1, 32, 1): 0.22}  # (rung, width, seed)
     records: dict = {}
     state.added_seeds.append(125)
