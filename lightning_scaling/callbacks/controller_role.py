@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lightning_scaling.callbacks.lightning_internals import devices_flag, wandb_logger_has_fixed_id
+from lightning_scaling.lightning_internals import devices_flag, wandb_logger_has_fixed_id
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import SweepController, SweepError

@@ -23,7 +23,7 @@ import torch
 
 from lightning_scaling._version import __version__
 from lightning_scaling.callbacks.controller_role import sweep_folder, wandb_reporter
-from lightning_scaling.callbacks.lightning_internals import continue_from_checkpoint, train_data_source
+from lightning_scaling.lightning_internals import continue_from_checkpoint, train_data_source
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import PROBE_ID, SweepError
 from lightning_scaling.sweep.record import DIVERGED, FAILED, OK, RunRecord, build_record

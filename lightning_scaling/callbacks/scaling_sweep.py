@@ -10,7 +10,7 @@ This module is the dispatcher, in the shape of Lightning's own callbacks: the ar
 handing off to a role, and the hooks. What each role does lives in its own module:
 :mod:`~lightning_scaling.callbacks.controller_role` (the study) and
 :mod:`~lightning_scaling.callbacks.run_role` (one run and its record); every use of a Lightning
-private API is in :mod:`~lightning_scaling.callbacks.lightning_internals`.
+private API is in :mod:`~lightning_scaling.lightning_internals`.
 
 .. code-block:: python
 
@@ -35,13 +35,13 @@ from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
 from lightning_scaling.callbacks.controller_role import ControllerRole
-from lightning_scaling.callbacks.lightning_internals import (
+from lightning_scaling.callbacks.run_role import RunRole
+from lightning_scaling.lightning_internals import (
     is_interrupt,
     name_run_logs,
     skip_unused_loop_hooks,
     state_key_of,
 )
-from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.adaptive import Adaptive
 from lightning_scaling.sweep.context import RunContext, current_run

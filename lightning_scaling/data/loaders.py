@@ -3,7 +3,7 @@
 :func:`fraction_dataloader` is the public entry; :class:`~lightning_scaling.data.DataFraction`
 calls :func:`make_fraction_loader` on its wrapped module's training loader. The loader is
 re-created with Lightning's own re-instantiation (DataLoader subclasses, custom batch samplers),
-the one private Lightning API this package uses, isolated in :func:`reinstantiate_with_lightning`;
+a Lightning private API kept with the others in :mod:`lightning_scaling.lightning_internals`;
 a plain ``DataLoader`` is rebuilt by hand when that API is missing or fails.
 """
 
@@ -19,7 +19,7 @@ from lightning_scaling.data.sizes import SizeFn, check_size_fn
 from lightning_scaling.data.stream import FractionIterable
 from lightning_scaling.data.subset import subset_of_loader
 
-__all__ = ["fraction_dataloader", "make_fraction_loader", "rebuild_loader", "reinstantiate_with_lightning"]
+__all__ = ["fraction_dataloader", "make_fraction_loader", "rebuild_loader"]
 
 # DataLoader settings a plain rebuild copies (those this torch version accepts)
 _LOADER_SETTINGS = (
@@ -50,38 +50,13 @@ def _plain_rebuild(loader: DataLoader, dataset: Any, sampler: Sampler | None) ->
     raise TypeError(f"cannot rebuild a DataLoader with the custom batch sampler {type(loader.batch_sampler)}")
 
 
-def reinstantiate_with_lightning(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader | None:
-    """Re-create ``loader`` over ``dataset`` with Lightning's private re-instantiation; ``None`` if it is gone.
-
-    The package's only use of Lightning private APIs: ``_get_dataloader_init_args_and_kwargs``
-    (``pytorch_lightning.utilities.data``), ``_reinstantiate_wrapped_cls``
-    (``lightning_fabric.utilities.data``) and the ``__pl_saved_kwargs`` attribute Lightning keeps
-    on loaders. Guarded: a failed import returns ``None`` (the caller rebuilds by hand); anything
-    Lightning raises propagates.
-    """
-    try:
-        from lightning_fabric.utilities.data import _reinstantiate_wrapped_cls
-        from pytorch_lightning.utilities.data import _get_dataloader_init_args_and_kwargs
-    except ImportError:
-        return None
-    # Lightning updates the saved constructor kwargs in place; the wrapped module may cache and
-    # return this loader again, so it gets its own kwargs back afterwards
-    saved = getattr(loader, "__pl_saved_kwargs", None)
-    try:
-        if saved is not None:
-            object.__setattr__(loader, "__pl_saved_kwargs", dict(saved))
-        args, kwargs = _get_dataloader_init_args_and_kwargs(loader, sampler)  # type: ignore[arg-type]
-        args, kwargs = _swap_dataset(loader, tuple(args), dict(kwargs), dataset)
-        return _reinstantiate_wrapped_cls(loader, *args, **kwargs)
-    finally:
-        if saved is not None:
-            object.__setattr__(loader, "__pl_saved_kwargs", saved)
-
-
 def rebuild_loader(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader:
     """Re-create ``loader`` (same class and settings) over ``dataset`` with ``sampler``."""
     try:
-        rebuilt = reinstantiate_with_lightning(loader, dataset, sampler)
+        # the one Lightning private API data/ needs, kept with the others (lazy: no Lightning import at import time)
+        from lightning_scaling.lightning_internals import reinstantiate_loader
+
+        rebuilt = reinstantiate_loader(loader, sampler, lambda a, k: _swap_dataset(loader, a, k, dataset))
     except Exception as err:
         plain_batches = loader.batch_sampler is None or type(loader.batch_sampler) is BatchSampler
         if type(loader) is DataLoader and plain_batches:

@@ -1,4 +1,4 @@
-"""Every use of a Lightning private API by :class:`~lightning_scaling.ScalingSweep`, each guarded.
+"""Every use of a Lightning private API in the package (the callback and ``DataFraction``), each guarded.
 
 Lightning makes no promise about names that start with ``_``. Each function here reads or patches
 one of them, and degrades when a Lightning version lacks it: the callback keeps working with the
@@ -220,3 +220,35 @@ def is_interrupt(exc: BaseException, namespace: ModuleType) -> bool:
         return True
     sigterm = getattr(getattr(getattr(namespace, "utilities", None), "exceptions", None), "SIGTERMException", None)
     return sigterm is not None and isinstance(exc, sigterm)
+
+
+LoaderArgs = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def reinstantiate_loader(loader: Any, sampler: Any, adjust: Callable[[tuple[Any, ...], dict[str, Any]], LoaderArgs]
+                         ) -> Any | None:
+    """Re-create ``loader`` (its class and settings) with ``sampler``, its arguments passed through ``adjust``.
+
+    Uses Lightning's private re-instantiation: ``_get_dataloader_init_args_and_kwargs``
+    (``pytorch_lightning.utilities.data``), ``_reinstantiate_wrapped_cls``
+    (``lightning_fabric.utilities.data``) and the ``__pl_saved_kwargs`` attribute Lightning keeps on
+    loaders. Guarded: a failed import returns ``None`` (the caller rebuilds a plain ``DataLoader``
+    by hand); anything Lightning raises propagates.
+    """
+    try:
+        from lightning_fabric.utilities.data import _reinstantiate_wrapped_cls
+        from pytorch_lightning.utilities.data import _get_dataloader_init_args_and_kwargs
+    except ImportError:
+        return None
+    # Lightning updates the saved constructor kwargs in place; the wrapped module may cache and
+    # return this loader again, so it gets its own kwargs back afterwards
+    saved = getattr(loader, "__pl_saved_kwargs", None)
+    try:
+        if saved is not None:
+            object.__setattr__(loader, "__pl_saved_kwargs", dict(saved))
+        args, kwargs = _get_dataloader_init_args_and_kwargs(loader, sampler)
+        args, kwargs = adjust(tuple(args), dict(kwargs))
+        return _reinstantiate_wrapped_cls(loader, *args, **kwargs)
+    finally:
+        if saved is not None:
+            object.__setattr__(loader, "__pl_saved_kwargs", saved)

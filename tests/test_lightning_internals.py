@@ -1,4 +1,4 @@
-"""Lightning's private APIs the callback uses (``callbacks/lightning_internals.py``): each works, and each
+"""Lightning's private APIs the callback uses (``lightning_internals.py``): each works, and each
 degrades to its fallback on a Lightning without it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.trainer import call
 
 from lightning_scaling import ScalingSweep
-from lightning_scaling.callbacks.lightning_internals import (
+from lightning_scaling.lightning_internals import (
     continue_from_checkpoint,
     devices_flag,
     name_run_logs,
