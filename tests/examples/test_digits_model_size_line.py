@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from helpers.examples import load_example
 
 from lightning_scaling import SweepResult
-
-SCRIPT = Path(__file__).parents[2] / "examples" / "digits" / "train.py"
 
 
 @pytest.fixture(scope="module")
 def digits():
-    spec = importlib.util.spec_from_file_location("digits_train_line", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("digits")
 
 
 def _result(best_width) -> SweepResult:

@@ -8,7 +8,6 @@ runs the example as a user would and asserts both exponents are recovered inside
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.examples import load_example
 
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "examples" / "model_size_law" / "train.py"
@@ -26,10 +26,7 @@ SCRIPT = REPO / "examples" / "model_size_law" / "train.py"
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("model_size_law_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("model_size_law")
 
 
 def test_teacher_tail_beyond_p_is_the_closed_form(example):

@@ -7,6 +7,7 @@ import time
 import pytest
 
 wandb = pytest.importorskip("wandb")
+from helpers.wandb_env import offline_wandb_home  # noqa: E402
 from helpers.wandb_records import offline_runs  # noqa: E402
 
 from lightning_scaling import WandbReporter  # noqa: E402
@@ -16,15 +17,7 @@ from lightning_scaling.sweep.result import MODEL_SIZE_FIGURE  # noqa: E402
 
 @pytest.fixture
 def wandb_home(tmp_path, monkeypatch):
-    root = tmp_path / "wandb_home"
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_DATA_DIR", "data")):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        monkeypatch.setenv(var, str(root / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    wandb.teardown()
-    yield root
+    yield offline_wandb_home(tmp_path / "wandb_home", monkeypatch)
     wandb.teardown()
 
 
