@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> SweepResult | None:
                 val_dataloaders=DataLoader(TensorDataset(torch.zeros(1)), batch_size=1))
     if not run.is_controller:
         return None
-    report(sweep.result, Path(args.root) / "scaling_sweeps" / "model_size_law")
-    return sweep.result
+    result = sweep.result
+    assert result is not None  # the controller always has one after fit
+    report(result, Path(args.root) / "scaling_sweeps" / "model_size_law")
+    return result
 
 
 def report(result: SweepResult, folder: Path) -> None:
