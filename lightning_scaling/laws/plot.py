@@ -1,4 +1,4 @@
-"""Paper-style log-log figures of fitted learning curves (matplotlib, imported only when plotting)."""
+"""Paper-style log-log figures of learning curves and model-size laws (matplotlib, imported only to plot)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from lightning_scaling.laws.fit import LearningCurveFit
+    from lightning_scaling.laws.joint import ModelSizeLaw
 
 
 def plot_fit(
@@ -61,6 +62,45 @@ def plot_fit(
     ax.set_yscale("log")
     ax.set_xlabel("training set size")
     ax.set_ylabel("generalisation error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_model_size_law(
+    law: ModelSizeLaw, ax: Axes | None = None, *, extrapolate: float = 10.0, size_unit: str = "samples"
+) -> Axes:
+    r"""The paper's model-size figure: the best model's parameter count against data, log-log.
+
+    Draws the best model at each data size, the fitted line :math:`\sigma m^{\beta_p}` (dashed beyond
+    the data) and its bootstrap interval band.
+
+    Args:
+        law: the fitted model-size law.
+        ax: axes to draw on; a new figure when ``None``.
+        extrapolate: draw the line up to this multiple of the largest measured size.
+        size_unit: the unit of the data sizes (the x-axis label).
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    x = law.sizes
+    grid = np.geomspace(x[0], x[-1] * max(extrapolate, 1.0), 300)
+    pred = law.predict(grid)
+    inside = grid <= x[-1]
+    lo, hi = law.intervals["beta_p"]
+    (line,) = ax.plot(grid[inside], pred.value[inside], lw=2, zorder=4,
+                      label=f"params(m) = {law.sigma:.3g} m^{law.beta_p:.3f}  (beta_p in [{lo:.3f}, {hi:.3f}])")
+    color = line.get_color()
+    if (~inside).any():
+        ax.plot(grid[~inside], pred.value[~inside], lw=2, ls="--", color=color, zorder=4, label="extrapolation")
+    ax.fill_between(grid, pred.lower, pred.upper, color=color, alpha=0.2, lw=0, label=f"{law.confidence:.0%} interval")
+    ax.scatter(x, law.params, s=28, color=color, edgecolor="k", linewidths=0.5, zorder=5, label="best model per size")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"training set size ({size_unit})")
+    ax.set_ylabel("parameters of the best model")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return ax

@@ -8,9 +8,10 @@ What lands in W&B:
 * the controller's run (the script's own ``WandbLogger`` run, or one this reporter starts) receives,
   and re-receives as runs finish, a table of all runs (``scaling/runs``), charts on log10 axes (W&B's
   built-in charts have no log axes), the fitted curve with its band and extrapolation
-  (``scaling/learning_curve``), the paper-style figure (``scaling/figure``), every fitted parameter
-  and interval in the summary (``scaling/law/beta``, ``scaling/law/beta_lower``, ...), and at the
-  end an Artifact (type ``scaling-result``) holding ``result.json``, the CSV tables and the figure.
+  (``scaling/learning_curve``), the paper-style figure (``scaling/figure``) and, when the model-size
+  law was fitted, its figure (``scaling/model_size_figure``), every fitted parameter and interval in
+  the summary (``scaling/law/beta``, ``scaling/law/beta_lower``, ...), and at the end an Artifact
+  (type ``scaling-result``) holding ``result.json``, the CSV tables and the figures.
 
 Reporting never stops or slows the sweep: live updates run on a background thread (the newest
 state wins), and any W&B failure, at init or later, becomes one warning while the results stay in
@@ -40,9 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.record import RECORDED
-from lightning_scaling.sweep.result import SweepResult
+from lightning_scaling.sweep.result import MODEL_SIZE_FIGURE, SweepResult
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from lightning_scaling.sweep.store import SweepStore
 
 __all__ = ["ENV_WANDB", "WandbReporter"]
@@ -311,6 +314,9 @@ class WandbReporter:
                     ys=[[math.log10(y) if y > 0 else None for y in result.per_grid[k].errors] for k in labels],
                     keys=labels, title=f"each grid point (log10 error vs log10 {unit})", xname=f"log10 {unit}")
             payload["scaling/figure"] = wandb.Image(str(figure) if figure is not None else _png(result))
+        size_figure = result.model_size_figure()
+        if size_figure is not None:
+            payload["scaling/model_size_figure"] = wandb.Image(_png(size_figure))
         self._run.log(payload)
         summary = {f"scaling/{k}": v for k, v in result.flat_summary().items()}
         # a key an earlier (live) fit had but this one lacks would otherwise linger, stale, in the summary
@@ -324,7 +330,8 @@ class WandbReporter:
 
         art = wandb.Artifact(_artifact_name(f"{self._group}-result"), type="scaling-result",
                              description="lightning-scaling sweep result: records, fitted laws, predictions")
-        for path in (store.result_path, store.root / "runs.csv", store.root / "curve.csv", store.figure_path):
+        for path in (store.result_path, store.root / "runs.csv", store.root / "curve.csv", store.figure_path,
+                     store.root / MODEL_SIZE_FIGURE):
             if path.exists():
                 art.add_file(str(path), name=path.name)
         self._run.log_artifact(art)
@@ -373,11 +380,11 @@ class WandbReporter:
             self._safe("finishing the run", run.finish)
 
 
-def _png(result: SweepResult) -> Any:
+def _png(result: SweepResult | Figure) -> Any:
     from PIL import Image
 
     buf = io.BytesIO()
-    result.figure().savefig(buf, format="png", dpi=110)
+    (result.figure() if isinstance(result, SweepResult) else result).savefig(buf, format="png", dpi=110)
     buf.seek(0)
     return Image.open(buf)
 

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["SweepResult", "analysis", "to_error"]
+__all__ = ["MODEL_SIZE_FIGURE", "SweepResult", "analysis", "to_error"]
+
+MODEL_SIZE_FIGURE = "model_size_law.png"  # next to learning_curve.png in the sweep folder
 
 
 def to_error(value: float, mode: str) -> float:
@@ -378,8 +380,21 @@ class SweepResult:
         self.plot(ax=fig.add_subplot())
         return fig
 
+    def model_size_figure(self) -> Figure | None:
+        """The model-size law's figure (best parameters vs data, log-log, fit and band), if it was fitted."""
+        if self.model_size_law is None:
+            return None
+        from matplotlib.figure import Figure
+
+        from lightning_scaling.laws.plot import plot_model_size_law
+
+        fig = Figure(figsize=(7, 4.8), layout="constrained")
+        plot_model_size_law(self.model_size_law, ax=fig.add_subplot(), size_unit=self.size_unit)
+        return fig
+
     def save(self, root: str | Path, *, figure: bool = True) -> None:
-        """Write ``result.json``, ``runs.csv``, ``curve.csv`` and ``learning_curve.png`` into the sweep folder."""
+        """Write ``result.json``, ``runs.csv``, ``curve.csv``, ``learning_curve.png`` and (when the
+        model-size law was fitted) ``model_size_law.png`` into the sweep folder."""
         from lightning_scaling.sweep.store import SweepStore, atomic_write_text
 
         store = SweepStore(root)
@@ -389,6 +404,9 @@ class SweepResult:
             atomic_write_text(store.root / "curve.csv", _csv(*self.curve_table()))
             if figure:
                 self.figure().savefig(store.figure_path, dpi=130)
+        size_figure = self.model_size_figure() if figure else None
+        if size_figure is not None:
+            size_figure.savefig(store.root / MODEL_SIZE_FIGURE, dpi=130)
 
     @classmethod
     def load(cls, root: str | Path, **kwargs: Any) -> SweepResult:
