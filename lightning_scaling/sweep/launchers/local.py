@@ -122,12 +122,13 @@ class LocalLauncher:
             return MAX_AUTO_RUNS if self.has_gpus else 1
         return int(self.runs_per_device)
 
-    def _on(self, slot: Slot) -> list[Job]:
+    def jobs_on(self, slot: Slot) -> list[Job]:
+        """The runs in flight on ``slot``."""
         return [j for j in self._running.values() if j.slot is not None and j.slot.index == slot.index]
 
     @property
     def capacity(self) -> int:
-        return sum(max(0, self._limit() - len(self._on(s))) for s in self.slots)
+        return sum(max(0, self._limit() - len(self.jobs_on(s))) for s in self.slots)
 
     def describe(self) -> str:
         kinds = {s.describe() for s in self.slots}
@@ -146,8 +147,8 @@ class LocalLauncher:
         """The emptiest slot that takes one more run: an empty one always; beside others only within the
         count limit, when neither asks to be alone, and (needs known) within the GPU's memory."""
         whole = alone or self.book.whole_device(params)
-        for slot in sorted(self.slots, key=lambda s: len(self._on(s))):
-            jobs = self._on(slot)
+        for slot in sorted(self.slots, key=lambda s: len(self.jobs_on(s))):
+            jobs = self.jobs_on(slot)
             if not jobs:
                 return slot
             if whole or any(j.alone or self.book.whole_device(j.spec.params) for j in jobs):
