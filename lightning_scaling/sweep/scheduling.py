@@ -17,7 +17,7 @@ from typing import Any
 from lightning_scaling.sweep.launchers import Job, Launcher, tail
 from lightning_scaling.sweep.launchers.packing import is_oom
 from lightning_scaling.sweep.plan import RunSpec
-from lightning_scaling.sweep.record import record_amount
+from lightning_scaling.sweep.record import OK, record_amount
 from lightning_scaling.sweep.timeouts import AUTO, RunLimits
 
 __all__ = ["Scheduler"]
@@ -59,7 +59,8 @@ class Scheduler:
 
     def finished(self, job: Job, record: Mapping[str, Any]) -> None:
         """A run ended with an outcome: its wall time predicts the others', its memory packs them."""
-        self.limits.finished(record_amount(job.spec), time.time() - job.started)
+        if record.get("status") == OK:  # a diverged run stopped early: no basis for the others' time
+            self.limits.finished(record_amount(job.spec), time.time() - job.started)
         self.observe(record)
 
     def failure(self, job: Job, rc: int, reason: str | None) -> tuple[str, bool]:

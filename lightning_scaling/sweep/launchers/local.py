@@ -133,6 +133,8 @@ class LocalLauncher:
     def describe(self) -> str:
         kinds = {s.describe() for s in self.slots}
         packed = "" if self.runs_per_device == 1 else f", up to {self.runs_per_device} runs each"
+        if self.runs_per_device == AUTO:
+            packed = f", runs per GPU as its memory allows (at most {MAX_AUTO_RUNS})" if self.has_gpus else ""
         return f"{len(self.slots)} local slots ({', '.join(sorted(kinds))}{packed})"
 
     def observe(self, record: Mapping[str, Any], *, oom: bool = False) -> None:
