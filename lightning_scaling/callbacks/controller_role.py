@@ -143,13 +143,14 @@ class ControllerRole:
             except Exception as exc:  # the user's run failed to start: report nowhere, lose nothing
                 reporter.disable("the WandbLogger's run failed to start", exc)
         launcher = self.launcher or make_launcher(sweep.launcher, slots=sweep.slots,
-                                                  devices_per_slot=sweep.devices_per_slot)
+                                                  devices_per_slot=sweep.devices_per_slot,
+                                                  runs_per_device=sweep.options.runs_per_device)
         live = min(sweep.bootstrap, reporter.live_bootstrap if reporter else 0)
         controller = SweepController(
             sweep.plan, SweepStore(root), launcher=launcher, cli_overrides=sweep.cli_overrides,
             max_retries=sweep.max_retries, probe=sweep.probe, analyse=sweep.options.analyse(sweep.bootstrap),
             live_analyse=sweep.options.analyse(live), reporter=reporter, name=sweep.name or root.name,
-            adaptive=sweep.adaptive, to_error=sweep.to_error,
+            adaptive=sweep.adaptive, to_error=sweep.to_error, run_timeout=sweep.options.run_timeout,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)

@@ -43,6 +43,21 @@ def versions(namespace: ModuleType) -> dict[str, str]:
             namespace.__name__: getattr(namespace, "__version__", "?"), "python": platform.python_version()}
 
 
+def device_info(device: torch.device) -> dict[str, Any]:
+    """The record's ``device``, ``max_memory_allocated`` and ``device_memory`` for the run's root device.
+
+    >>> device_info(torch.device("cpu"))
+    {'device': 'cpu', 'max_memory_allocated': None, 'device_memory': None}
+    """
+    if device.type != "cuda":
+        return {"device": str(device), "max_memory_allocated": None, "device_memory": None}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return {"device": f"cuda:{index} ({props.name})",
+            "max_memory_allocated": int(torch.cuda.max_memory_allocated(index)),
+            "device_memory": int(props.total_memory)}
+
+
 def _destroy_process_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -255,7 +270,7 @@ class RunRole:
             final_value=self.last, steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
             wall_time_s=round(now - self.t_start, 3), started_at=self.t_start, ended_at=now,
             host=socket.gethostname(), devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            versions=versions(self.namespace), **adaptive, **checkpoint,
+            versions=versions(self.namespace), **adaptive, **checkpoint, **device_info(pl_module.device),
         )
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -272,6 +287,9 @@ class RunRole:
                 "status": OK if ok and self.status != FAILED else FAILED,
                 "reason": self.reason or (None if ok else self.missing_monitor(keys)),
                 "metrics": keys, "trainable_params": record["trainable_params"],
+                # what packing (runs_per_device="auto") plans the first runs with
+                "max_memory_allocated": record.get("max_memory_allocated"),
+                "device_memory": record.get("device_memory"),
             })
             return
         store.write_record(record)

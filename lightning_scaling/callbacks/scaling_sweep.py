@@ -93,6 +93,13 @@ class ScalingSweep(Callback):
             tolerance=0.2, budget=...)``: successive halving over the grid at each size, and data sizes
             chosen one at a time among ``fractions``/``sizes`` until the target's interval is tight enough
             or the budget is spent (:mod:`lightning_scaling.sweep.adaptive`).
+        runs_per_device: runs at once per GPU (or per GPU group, or per CPU core group), each its own
+            process; ``"auto"``: as many as the GPU's memory holds by what the probe and finished runs of
+            the same grid point measured (at most 8); a run that ran out of memory is retried alone
+            (:mod:`lightning_scaling.sweep.launchers.packing`). On Ray: ``num_gpus=1/runs_per_device``.
+        run_timeout: seconds a run may take before it is stopped, recorded as a ``timeout`` and retried;
+            ``None``: no limit; ``"auto"`` (default): 10x what finished runs of its size took, at least
+            5 minutes (no limit before a run has finished).
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -125,6 +132,8 @@ class ScalingSweep(Callback):
         targets: Sequence[float] = (),
         reporter: WandbReporter | bool | None = None,
         strategy: str | Adaptive = "grid",
+        runs_per_device: int | str = 1,
+        run_timeout: float | str | None = "auto",
     ) -> None:
         super().__init__()
         # checked here, when the script builds the callback, not minutes later when fit starts; the same
@@ -133,7 +142,8 @@ class ScalingSweep(Callback):
             fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
             data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
             launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
-            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
+            runs_per_device=runs_per_device, run_timeout=run_timeout)
         self.plan = self.options.plan
         self.adaptive = self.options.adaptive
         self.cli_overrides = self.options.cli_overrides
@@ -154,7 +164,8 @@ class ScalingSweep(Callback):
             # the controller builds its launcher now, so a missing extra (ray, submitit) fails here; runs need none
             built = None
             if launcher is not None and launcher != "local":
-                built = make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot)
+                built = make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot,
+                                      runs_per_device=runs_per_device)
             self._controller = ControllerRole(self, self._run, self._pl, built)
         # Lightning names a profiler section after state_key on every hook call: build it once
         self._state_key = state_key_of(self, monitor=self.plan.monitor, runs=len(self.plan.runs))

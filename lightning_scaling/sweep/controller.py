@@ -27,6 +27,7 @@ from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
+from lightning_scaling.sweep.scheduling import Scheduler
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json, fitted_records, read_json
 
 __all__ = ["SweepController", "SweepError"]
@@ -65,6 +66,8 @@ class SweepController:
         poll_interval: seconds between polls of a launcher that cannot wake the loop.
         adaptive: run an adaptive study (:class:`~lightning_scaling.Adaptive`) instead of the grid.
         to_error: the sweep's ``to_error`` (an adaptive study ranks grid points on the errors it fits).
+        run_timeout: seconds a run may take before it is stopped and retried, ``None`` for no limit, or
+            ``"auto"``: 10x what finished runs of its size predict (:mod:`~lightning_scaling.sweep.timeouts`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class SweepController:
         poll_interval: float = 0.2,
         adaptive: Adaptive | None = None,
         to_error: Callable[[float], float] | None = None,
+        run_timeout: float | str | None = "auto",
     ) -> None:
         require_int("max_retries", max_retries, 0)
         self.plan = plan
@@ -107,6 +111,7 @@ class SweepController:
         self._planned_ids = {s.run_id for s in plan.runs}
         self.adaptive = adaptive
         self.to_error = to_error
+        self.scheduler = Scheduler(self.launcher, run_timeout)
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -130,7 +135,7 @@ class SweepController:
             # the one-batch probe is no run of the study: it gets no W&B run of its own
             env.update({"WANDB_MODE": "disabled"} if probe else self.reporter.child_env(spec))
         return Job(spec=spec, attempt=attempt, command=cmd, env_overrides=env, log_path=log,
-                   probe=probe, launch=ctx.launch)
+                   probe=probe, launch=ctx.launch, alone=self.scheduler.alone(spec))
 
     def _check_plan(self) -> None:
         old = self.store.read_plan()
@@ -156,6 +161,8 @@ class SweepController:
         # kept in memory so reporting a finished run does not re-read every record from disk
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
+        for rec in records.values():  # packing learns what finished runs needed
+            self.scheduler.observe(rec)
         todo = [s for s in self.plan.runs if self._status[s.run_id] not in COMPLETED]
         done = len(self.plan.runs) - len(todo)
         self.log(f"plan: {self.plan.summary()}")
@@ -231,6 +238,8 @@ class SweepController:
         records = self.store.records()
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {}
+        for rec in records.values():  # packing learns what finished runs needed
+            self.scheduler.observe(rec)
         done = sum(r.get("status") in COMPLETED for r in records.values())
         self.log(f"plan ({cfg.describe()}): candidates {self.plan.summary()}")
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
@@ -301,6 +310,7 @@ class SweepController:
                              f"{job.log_path} ends with:\n{tail(job.log_path)}")
         if info.get("status") != "ok":
             raise SweepError(f"the probe run stopped: {info.get('reason')}")
+        self.scheduler.observe({**info, "params": smallest.params})
 
     def _loop(self, todo: list[RunSpec]) -> None:
         queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
@@ -308,7 +318,7 @@ class SweepController:
         failures: dict[str, list[str]] = {}
         last_beat = time.time()
         while queue or self.launcher.running():
-            while queue and self.launcher.capacity > 0:
+            while queue and self.scheduler.fits(queue[0][0]):
                 spec, attempt = queue.popleft()
                 self.launcher.submit(self._job(spec, attempt))
             finished = self.launcher.poll()
@@ -318,14 +328,14 @@ class SweepController:
                 if fresh and rec is not None and rec["status"] in COMPLETED:
                     self._status[job.spec.run_id] = rec["status"]
                     self._durations.append(time.time() - job.started)
+                    self.scheduler.finished(job, rec)
                     self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
                     self._progress(total)
                     self._keep(rec)
                     continue
-                reason = rec.get("reason") if fresh and rec else None
-                reason = reason or f"exit code {rc}; log {job.log_path} ends with:\n{tail(job.log_path, 8)}"
+                reason, alone = self.scheduler.failure(job, rc, rec.get("reason") if fresh and rec else None)
                 failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
-                if job.attempt <= self.max_retries:
+                if job.attempt <= self.max_retries or alone:
                     self.log(f"failed (attempt {job.attempt}, retrying): {job.spec.run_id}: {reason.splitlines()[0]}")
                     queue.append((job.spec, job.attempt + 1))
                 else:
@@ -337,6 +347,7 @@ class SweepController:
                     self._status[job.spec.run_id] = FAILED
                     self._progress(total)
                     self._keep(dict(failed))
+            self.scheduler.stop_expired(self.log)
             if time.time() - last_beat > 30:
                 last_beat = time.time()
                 self._progress(total)
@@ -362,7 +373,7 @@ class SweepController:
         slots = max(1, running + self.launcher.capacity)
         eta = per_run * max(0, left) / slots if left else 0.0
         self.log(f"{ok}/{total} done, {failed} failed, {running} running | elapsed {_fmt_time(elapsed)} | "
-                 f"ETA {_fmt_time(eta)}")
+                 f"ETA {_fmt_time(eta)}{self.scheduler.overdue()}")
 
 
 def run_sweep(
@@ -391,6 +402,8 @@ def run_sweep(
     targets: Sequence[float] = (),
     reporter: Reporter | bool | None = None,
     strategy: str | Adaptive = "grid",
+    runs_per_device: int | str = 1,
+    run_timeout: float | str | None = "auto",
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -416,13 +429,16 @@ def run_sweep(
         fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
         data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
         launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
-        cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+        cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
+        runs_per_device=runs_per_device, run_timeout=run_timeout)
     live = min(bootstrap, reporter.live_bootstrap) if reporter else 0
     store = SweepStore(sweep_dir if sweep_dir is not None else Path("scaling_sweeps") / (name or "sweep"))
     controller = SweepController(
-        opts.plan, store, launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot),
+        opts.plan, store, launcher=make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot,
+                                                 runs_per_device=opts.runs_per_device),
         command=[sys.executable, str(path.resolve()), *args], cli_overrides=opts.cli_overrides,
         max_retries=max_retries, probe=probe, analyse=opts.analyse(bootstrap), live_analyse=opts.analyse(live),
         reporter=reporter or None, name=name, adaptive=opts.adaptive, to_error=to_error,
+        run_timeout=opts.run_timeout,
     )
     return controller.run()

@@ -17,9 +17,11 @@ from typing import Any
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import Adaptive, check_strategy
 from lightning_scaling.sweep.launchers import LAUNCHERS, Launcher
+from lightning_scaling.sweep.launchers.packing import check_runs_per_device
 from lightning_scaling.sweep.plan import SweepPlan
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis, check_targets
+from lightning_scaling.sweep.timeouts import check_run_timeout
 
 __all__ = ["SweepOptions"]
 
@@ -48,6 +50,8 @@ class SweepOptions:
     bootstrap: int
     targets: list[float]
     reporter: Any
+    runs_per_device: int | str = 1
+    run_timeout: float | str | None = "auto"
 
     @classmethod
     def build(
@@ -75,6 +79,8 @@ class SweepOptions:
         targets: Sequence[float],
         reporter: Any,
         strategy: str | Adaptive,
+        runs_per_device: int | str = 1,
+        run_timeout: float | str | None = "auto",
     ) -> SweepOptions:
         """Check every argument (a ValueError or TypeError naming it and the fix) and resolve the defaults.
 
@@ -97,11 +103,14 @@ class SweepOptions:
             raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                              "launcher object")
         check_reporter(reporter)
+        runs_per_device = check_runs_per_device(runs_per_device)
+        run_timeout = check_run_timeout(run_timeout)
         return cls(
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
             size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
             cli_overrides=any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides,
+            runs_per_device=runs_per_device, run_timeout=run_timeout,
         )
 
     def analyse(self, bootstrap: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
@@ -125,4 +134,5 @@ DEFAULTS: dict[str, Any] = {
     "to_error": None, "data_seed": 0, "sweep_dir": None, "name": None, "slots": None, "devices_per_slot": 1,
     "launcher": None, "max_retries": 1, "size_fn": None, "size_unit": "samples", "probe": True,
     "cli_overrides": None, "bootstrap": 1000, "targets": (), "reporter": None, "strategy": "grid",
+    "runs_per_device": 1, "run_timeout": "auto",
 }

@@ -130,6 +130,12 @@ class RunRecord(TypedDict, total=False):
     checkpoint: str
     #: list of strings: failed runs: the reason of every attempt
     attempts: list[str]
+    #: string: the device the run trained on, as it saw it (``"cuda:0 (NVIDIA H100 80GB HBM3)"``, ``"cpu"``)
+    device: str
+    #: integer or null: the run's peak GPU memory in bytes (``torch.cuda.max_memory_allocated``; null on CPU)
+    max_memory_allocated: int | None
+    #: integer or null: the total memory of that GPU in bytes (null on CPU)
+    device_memory: int | None
 
 
 RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)

@@ -26,11 +26,14 @@ LAUNCHERS = ("local", "ray", "slurm")
 
 
 def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None = None,
-                  devices_per_slot: int = 1) -> Launcher:
+                  devices_per_slot: int = 1, runs_per_device: int | str = 1) -> Launcher:
     """The launcher a sweep uses: ``None``/``"local"`` (local slots), ``"ray"``, ``"slurm"``, or a launcher object.
 
     ``slots`` caps the parallel runs (local slots, Ray runs in flight, SLURM array parallelism) and
-    ``devices_per_slot`` is each run's GPU count. A launcher object is used as it is.
+    ``devices_per_slot`` is each run's GPU count. ``runs_per_device`` packs runs: up to that many at once
+    per local slot (``"auto"``: as GPU memory allows), on Ray a fractional ``num_gpus`` of
+    ``1/runs_per_device`` per one-GPU run (``"auto"`` is local only: Ray gets one run per GPU); SLURM
+    jobs get whole GPUs. A launcher object is used as it is.
 
     Raises:
         ImportError: for ``"ray"``/``"slurm"`` when the extra is not installed (naming the pip command).
@@ -38,11 +41,12 @@ def make_launcher(launcher: Launcher | str | None = None, *, slots: int | None =
     """
     name = launcher.strip().lower() if isinstance(launcher, str) else None
     if launcher is None or name == "local":
-        return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot)
+        return LocalLauncher(slots=slots, devices_per_slot=devices_per_slot, runs_per_device=runs_per_device)
     if isinstance(launcher, str):
         if name == "ray":
             # None: one GPU per run when the cluster has GPUs, none on a CPU cluster
-            return RayLauncher(max_concurrent=slots, gpus_per_run=None if devices_per_slot == 1 else devices_per_slot)
+            return RayLauncher(max_concurrent=slots, gpus_per_run=None if devices_per_slot == 1 else devices_per_slot,
+                               runs_per_gpu=runs_per_device if isinstance(runs_per_device, int) else 1)
         if name == "slurm":
             if slots is None:
                 return SlurmLauncher(gpus_per_run=devices_per_slot)

@@ -119,6 +119,8 @@ class Job:
     launch: str = ""
     slot: Slot | None = None
     started: float = field(default_factory=time.time)
+    #: the run gets its slot to itself (packing puts no other run beside it: a retry after a CUDA OOM)
+    alone: bool = False
     process: RunProcess | None = field(default=None, repr=False)
 
     @property

@@ -9,16 +9,27 @@ imported torch and Lightning once.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from itertools import count
+from typing import Any
 
 from lightning_scaling._checks import require_int
-from lightning_scaling.sweep.launchers.base import Job, Slot, child_environment, popen_run
+from lightning_scaling.sweep.launchers.base import Job, Slot, child_environment, popen_run, thread_environment
 from lightning_scaling.sweep.launchers.forkserver import ForkServer
+from lightning_scaling.sweep.launchers.packing import (
+    AUTO,
+    FILL,
+    MAX_AUTO_RUNS,
+    MemoryBook,
+    check_runs_per_device,
+    gpu_memory,
+)
 
 __all__ = ["LocalLauncher"]
 
@@ -43,7 +54,7 @@ _PRELOAD = ("torch", "pytorch_lightning", "lightning.pytorch", "torchmetrics", "
 
 
 class LocalLauncher:
-    """Runs jobs as child processes on this machine, one per device slot.
+    """Runs jobs as child processes on this machine: per device slot one, or up to ``runs_per_device``.
 
     Args:
         slots: number of parallel runs; ``None`` = one per GPU group, or one per CPU core (up to 16)
@@ -53,6 +64,13 @@ class LocalLauncher:
         fork_server: start runs as forks of a process that imported torch and Lightning once
             (:mod:`~lightning_scaling.sweep.launchers.forkserver`), saving seconds of imports per run; default
             on Linux. Each run is still its own process.
+        runs_per_device: runs at once per slot (a GPU, a GPU group, or on a CPU machine a core group,
+            whose threads they share); ``"auto"``: per grid point, as many as the GPU memory holds by
+            what earlier runs (or the probe) of it measured, at most 8, one while unknown (on a CPU
+            machine: one) (:mod:`~lightning_scaling.sweep.launchers.packing`). Runs are never planned
+            past ``device_memory`` when their needs are known; a run marked ``alone`` gets a slot to itself.
+        device_memory: one slot's GPU memory in bytes; default: read with ``nvidia-smi`` (never
+            initialising CUDA here), else learnt from the runs' records.
     """
 
     def __init__(
@@ -61,7 +79,11 @@ class LocalLauncher:
         devices_per_slot: int = 1,
         threads_per_slot: int | None = None,
         fork_server: bool | None = None,
+        runs_per_device: int | str = 1,
+        device_memory: int | None = None,
     ):
+        self.runs_per_device = check_runs_per_device(runs_per_device)
+        require_int("device_memory", device_memory, 1, allow_none=True)
         require_int("slots", slots, 1, allow_none=True)
         require_int("devices_per_slot", devices_per_slot, 1)
         require_int("threads_per_slot", threads_per_slot, 1, allow_none=True)
@@ -85,25 +107,75 @@ class LocalLauncher:
             n = slots if slots is not None else min(cores, 16)
             threads = threads_per_slot or max(1, cores // n)
             self.slots = [Slot(i, (), threads) for i in range(n)]
+        if device_memory is None and gpus and self.runs_per_device == AUTO:
+            device_memory = gpu_memory(self.slots[0].gpus)
+        self.book = MemoryBook(device_memory)
         self._running: dict[int, Job] = {}
+        self._ids = count()
+        self._kill_at: dict[int, float] = {}
         self.fork_server = sys.platform.startswith("linux") if fork_server is None else fork_server
         self._server: ForkServer | None = None
 
+    def _limit(self) -> int:
+        """The most runs one slot may hold (``"auto"``: the most it ever holds, per grid point fewer)."""
+        if self.runs_per_device == AUTO:
+            return MAX_AUTO_RUNS if self.has_gpus else 1
+        return int(self.runs_per_device)
+
+    def jobs_on(self, slot: Slot) -> list[Job]:
+        """The runs in flight on ``slot``."""
+        return [j for j in self._running.values() if j.slot is not None and j.slot.index == slot.index]
+
     @property
     def capacity(self) -> int:
-        return len(self.slots) - len(self._running)
+        return sum(max(0, self._limit() - len(self.jobs_on(s))) for s in self.slots)
 
     def describe(self) -> str:
         kinds = {s.describe() for s in self.slots}
-        return f"{len(self.slots)} local slots ({', '.join(sorted(kinds))})"
+        packed = "" if self.runs_per_device == 1 else f", up to {self.runs_per_device} runs each"
+        if self.runs_per_device == AUTO:
+            packed = f", runs per GPU as its memory allows (at most {MAX_AUTO_RUNS})" if self.has_gpus else ""
+        return f"{len(self.slots)} local slots ({', '.join(sorted(kinds))}{packed})"
+
+    def observe(self, record: Mapping[str, Any], *, oom: bool = False) -> None:
+        """Learn from a finished run's record (or the probe's): the memory its grid point needs, an OOM."""
+        self.book.observe(record, oom=oom)
+
+    def fits(self, params: Mapping[str, Any] | None, alone: bool = False) -> bool:
+        """Whether a run of grid point ``params`` (``alone``: on a slot to itself) can start now."""
+        return self._slot_for(params, alone) is not None
+
+    def _slot_for(self, params: Mapping[str, Any] | None, alone: bool) -> Slot | None:
+        """The emptiest slot that takes one more run: an empty one always; beside others only within the
+        count limit, when neither asks to be alone, and (needs known) within the GPU's memory."""
+        whole = alone or self.book.whole_device(params)
+        for slot in sorted(self.slots, key=lambda s: len(self.jobs_on(s))):
+            jobs = self.jobs_on(slot)
+            if not jobs:
+                return slot
+            if whole or any(j.alone or self.book.whole_device(j.spec.params) for j in jobs):
+                continue
+            limit = self.book.auto_runs(params) if self.runs_per_device == AUTO and self.has_gpus else self._limit()
+            if len(jobs) >= limit:
+                continue
+            needs = [self.book.need(j.spec.params) for j in jobs] + [self.book.need(params)]
+            memory = self.book.device_memory
+            known = [n for n in needs if n is not None]
+            if self.has_gpus and memory and len(known) == len(needs) and sum(known) > memory * FILL:
+                continue
+            return slot
+        return None
 
     def submit(self, job: Job) -> None:
-        free = [s for s in self.slots if s.index not in self._running]
-        if not free:
-            raise RuntimeError("no free slot: check capacity before submitting")
-        slot = free[0]
+        slot = self._slot_for(job.spec.params, job.alone)
+        if slot is None:
+            raise RuntimeError("no free slot: check fits() or capacity before submitting")
         job.slot = slot
-        env = child_environment(os.environ, {**slot.env(), **job.env_overrides})
+        slot_env = slot.env()
+        if isinstance(self.runs_per_device, int) and self.runs_per_device > 1:
+            # runs packed on a core group share its threads rather than oversubscribing them
+            slot_env.update(thread_environment(max(1, slot.threads // self.runs_per_device)))
+        env = child_environment(os.environ, {**slot_env, **job.env_overrides})
         job.log_header(f"on {slot.describe()}")
         with job.log_path.open("ab") as log:
             log.write(f"$ {' '.join(job.command)}\n".encode())
@@ -119,7 +191,7 @@ class LocalLauncher:
             with job.log_path.open("ab") as log:
                 job.process = popen_run(job.command, env, log)
         job.started = time.time()
-        self._running[slot.index] = job
+        self._running[next(self._ids)] = job
 
     def prepare(self, command: Sequence[str]) -> None:
         """Start the fork server now for runs of ``command`` (it imports while the controller goes on)."""
@@ -166,7 +238,18 @@ class LocalLauncher:
             if rc is not None:
                 done.append((job, rc))
                 del self._running[index]
+                self._kill_at.pop(index, None)
+            elif time.time() > self._kill_at.get(index, math.inf):
+                _signal_group(job, signal.SIGKILL)
         return done
+
+    def stop(self, job: Job, grace: float = 10.0) -> None:
+        """Stop one run (a run past its time limit): SIGTERM to its process group now, SIGKILL once
+        ``grace`` seconds have passed (checked by :meth:`poll`, so the controller never blocks on it)."""
+        for index, running in self._running.items():
+            if running is job and index not in self._kill_at:
+                _signal_group(job, signal.SIGTERM)
+                self._kill_at[index] = time.time() + grace
 
     def running(self) -> list[Job]:
         return list(self._running.values())

@@ -96,6 +96,8 @@ class RayLauncher:
             instance when there is none; ``"local"`` always starts a local instance; or
             ``"HOST:6379"`` / ``"ray://HOST:10001"``.
         gpus_per_run: GPUs per run (Ray pins them); ``None``: 1 when the cluster has GPUs, else 0.
+        runs_per_gpu: runs packed on one GPU: a one-GPU run asks Ray for ``num_gpus=1/runs_per_gpu``
+            (Ray then places that many on each GPU, each its own process); multi-GPU runs keep whole GPUs.
         cpus_per_run: CPUs per run (also the run's ``OMP_NUM_THREADS``).
         resources: extra Ray resources per run, e.g. ``{"accelerator_type:A100": 0.01}``.
         max_concurrent: runs in flight at once; default: as many as the cluster's CPUs and GPUs
@@ -124,14 +126,17 @@ class RayLauncher:
         forward_env: bool | Sequence[str] = True,
         init_kwargs: Mapping[str, Any] | None = None,
         grace: float = 10.0,
+        runs_per_gpu: int = 1,
     ) -> None:
         require_int("gpus_per_run", gpus_per_run, 0, allow_none=True)
+        require_int("runs_per_gpu", runs_per_gpu, 1)
         require_int("max_concurrent", max_concurrent, 1, allow_none=True)
         if not (isinstance(cpus_per_run, int | float) and cpus_per_run > 0):
             raise ValueError(f"cpus_per_run must be a positive number, got {cpus_per_run!r}")
         _import_ray()  # a missing extra fails when the sweep is built, not when it starts
         self.address = address
         self.gpus_per_run = gpus_per_run
+        self.runs_per_gpu = runs_per_gpu
         self.cpus_per_run = cpus_per_run
         self.resources = dict(resources or {})
         self.max_concurrent = max_concurrent
@@ -174,13 +179,17 @@ class RayLauncher:
             print(f"[lightning-scaling] warning: runs ask for {self._gpus} GPUs but the Ray cluster has "
                   f"{total.get('GPU', 0):g}; they wait until nodes with GPUs join", file=sys.stderr, flush=True)
         self._remote = ray.remote(_run_task).options(
-            num_cpus=self.cpus_per_run, num_gpus=self._gpus, resources=self.resources or None, max_retries=0,
+            num_cpus=self.cpus_per_run, num_gpus=self.num_gpus(), resources=self.resources or None, max_retries=0,
             name="lightning-scaling-run")
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         print(f"[lightning-scaling] Ray cluster: {nodes} node(s), {total.get('CPU', 0):g} CPUs, "
               f"{total.get('GPU', 0):g} GPUs; per run {self.cpus_per_run:g} CPUs, {self._gpus} GPUs",
               file=sys.stderr, flush=True)
         return ray
+
+    def num_gpus(self) -> float:
+        """The ``num_gpus`` a run asks Ray for: its GPUs, a fraction of one when runs are packed."""
+        return 1.0 / self.runs_per_gpu if self._gpus == 1 and self.runs_per_gpu > 1 else float(self._gpus)
 
     def _limit(self) -> int:
         if self.max_concurrent is not None:
@@ -191,7 +200,7 @@ class RayLauncher:
         total = self._connect().cluster_resources()
         fits = [total.get("CPU", 0) / self.cpus_per_run]
         if self._gpus:
-            fits.append(total.get("GPU", 0) / self._gpus)
+            fits.append(total.get("GPU", 0) / self.num_gpus())
         fits += [total.get(k, 0) / v for k, v in self.resources.items() if v > 0]
         limit = max(1, math.floor(min(fits) + 1e-9))
         self._limit_cache = (now, limit)
