@@ -109,7 +109,8 @@ def open_run(init_kwargs: Mapping[str, Any], *, init_timeout: float = INIT_TIMEO
 
 
 def sync_hint(run: Any) -> str:
-    """The command that uploads an offline run later: ``wandb sync <its folder>``."""
-    folder = getattr(run, "dir", None)
-    path = os.path.dirname(str(folder).rstrip("/")) if folder else "<the offline-run-* folder>"
-    return f"wandb sync {path}"
+    """The command that uploads the offline runs later: ``wandb sync <W&B folder>/offline-run-*`` (the
+    folder of ``run``'s offline folder, where the study's runs write too)."""
+    folder = getattr(run, "dir", None)  # <W&B folder>/offline-run-<time>-<id>/files
+    root = os.path.dirname(os.path.dirname(str(folder).rstrip("/"))) if folder else "<W&B folder>"
+    return f"wandb sync {root}/offline-run-*"

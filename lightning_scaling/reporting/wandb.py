@@ -268,7 +268,7 @@ class WandbReporter:
         if why is not None:
             self._offline_why = why
             self._warn(f"{why}. The study reports offline (its runs too) and does not wait on W&B; upload it "
-                       f"later with `{sync_hint(run)}` (and `wandb sync` on the runs' offline-run-* folders)")
+                       f"later with `{sync_hint(run)}`")
         return run
 
     def start(
