@@ -390,8 +390,11 @@ class WandbReporter:
                 self._warn("finishing the W&B run failed", exc)
 
     def _publish(self, result: SweepResult, figure: Path | None) -> None:
-        payload = chart_payload(result, figure, extrapolate=self.extrapolate, curve_points=self.curve_points)
-        self._run.log(payload)
+        try:
+            payload = chart_payload(result, figure, extrapolate=self.extrapolate, curve_points=self.curve_points)
+        except Exception as exc:  # a chart that cannot be drawn must not leave an earlier fit's summary
+            self._warn("drawing the charts failed; the summary still holds the result", exc)
+            payload = {}
         summary = {f"scaling/{k}": v for k, v in result.flat_summary().items()}
         # a key an earlier fit had (live, or before a resume) but this one lacks would otherwise linger,
         # stale, in the summary; a chart key of an earlier fit (a law that is gone) too
@@ -402,6 +405,8 @@ class WandbReporter:
         self._run.summary.update(summary)
         self._summary_keys = set(keep)
         self._save_state()
+        if payload:
+            self._run.log(payload)
 
     def _log_artifact(self, store: SweepStore) -> None:
         import wandb
@@ -425,16 +430,23 @@ class WandbReporter:
         the probe and when the controller turned W&B off, ``"offline"`` when it could not reach W&B."""
         return "disabled" if probe else os.environ.get(ENV_WANDB_MODE) or None
 
-    def open_run_for_logger(self, init_kwargs: Mapping[str, Any], probe: bool = False) -> Any:
-        """A training run's W&B run from its ``WandbLogger``'s ``wandb.init`` arguments, in :meth:`run_mode`
-        and never waiting long on W&B (offline instead); a disabled run if even that fails (``None`` if
-        W&B cannot start at all)."""
+    def _open_in_run(self, init_kwargs: Mapping[str, Any], probe: bool = False) -> Any:
+        """``open_run`` in a training run, in :meth:`run_mode`; a warning when it went offline."""
         kwargs = dict(init_kwargs)
         mode = self.run_mode(probe)
         if mode is not None:
             kwargs["mode"] = mode
+        run, why = open_run(kwargs)
+        if why is not None:
+            self._warn(f"{why}; this run logs offline: upload it later with `{sync_hint(run)}`")
+        return run
+
+    def open_run_for_logger(self, init_kwargs: Mapping[str, Any], probe: bool = False) -> Any:
+        """A training run's W&B run from its ``WandbLogger``'s ``wandb.init`` arguments, in :meth:`run_mode`
+        and never waiting long on W&B (offline instead); a disabled run if even that fails (``None`` if
+        W&B cannot start at all)."""
         try:
-            run, why = open_run(kwargs)
+            return self._open_in_run(init_kwargs, probe)
         except Exception as exc:
             self._warn("the WandbLogger's run failed to start; this run reports nothing to W&B", exc)
             try:
@@ -443,9 +455,6 @@ class WandbReporter:
                 return wandb.init(mode="disabled")
             except Exception:
                 return None
-        if why is not None:
-            self._warn(f"{why}; this run logs offline: upload it later with `{sync_hint(run)}`")
-        return run
 
     def run_started(self, run: Any, info: Mapping[str, Any]) -> None:
         """A training run's W&B run exists (the script's ``WandbLogger``): put the run's plan in its config."""
@@ -462,17 +471,11 @@ class WandbReporter:
             return
         own = run is None
         if own:
-            kwargs = {"project": self.project, "entity": self.entity, **self.init_kwargs}
-            mode = self.run_mode()
-            if mode is not None:
-                kwargs["mode"] = mode
             try:
-                run, why = open_run(kwargs)
+                run = self._open_in_run({"project": self.project, "entity": self.entity, **self.init_kwargs})
             except Exception as exc:
                 self._warn("wandb.init failed in a training run", exc)
                 return
-            if why is not None:
-                self._warn(f"{why}; this run logged offline: upload it later with `{sync_hint(run)}`")
         config = {**info, **{k: record.get(k) for k in (
             "num_samples", "train_size", "size_unit", "trainable_params")}}
         summary = {

@@ -49,6 +49,25 @@ def test_final_summary_is_exactly_the_final_result_after_a_live_model_size_law(w
     assert run.summary["scaling/law/beta"] == saved["law"]["beta"]
 
 
+def test_a_final_chart_that_fails_still_leaves_the_final_summary_exact(wandb_dirs, study, monkeypatch):
+    reporter = WandbReporter(project="ls-test", live_interval=0)
+    reporter.start("digits", study.plan, study.store, study.analyse)
+    reporter.update(study.records)
+    wait_for(lambda: reporter.live_updates == 1)
+    final = _final_without_model_size_law(study)
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot draw this curve")
+
+    monkeypatch.setattr(final, "curve_table", broken)
+    with pytest.warns(UserWarning, match="drawing the charts failed.*cannot draw this curve"):
+        reporter.finish(final, study.store)
+    run = one_run(wandb_dirs)
+    expected = {f"scaling/{k}": v for k, v in final.flat_summary().items()}
+    assert _scaling_summary(run) == json.loads(json.dumps(expected))
+    assert "scaling/learning_curve" not in run.summary  # the live fit's chart went with it
+
+
 def test_a_resumed_study_continues_the_one_controller_run_and_its_summary_stays_exact(wandb_dirs, study):
     first = WandbReporter(project="ls-test", live_interval=0)
     first.start("digits", study.plan, study.store, study.analyse)
