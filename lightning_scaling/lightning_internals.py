@@ -25,18 +25,22 @@ from lightning_scaling.sweep.context import RunContext, current_run
 from lightning_scaling.sweep.controller import SweepError
 
 __all__ = [
+    "BEFORE_LOGGERS",
     "LOOP_HOOKS",
     "accepts",
+    "call_before_loggers",
     "continue_from_checkpoint",
     "devices_flag",
     "dispatch_skips_none",
     "is_interrupt",
     "name_run_logs",
     "run_log_version",
+    "set_wandb_experiment",
     "skip_unused_loop_hooks",
     "state_key_of",
     "train_data_source",
     "wandb_logger_has_fixed_id",
+    "wandb_logger_init_kwargs",
 ]
 
 
@@ -161,6 +165,74 @@ def wandb_logger_has_fixed_id(logger: Any) -> bool:
     """
     init = getattr(logger, "_wandb_init", None)
     return bool(init.get("id")) if isinstance(init, dict) else False
+
+
+def wandb_logger_init_kwargs(logger: Any) -> dict[str, Any] | None:
+    """The ``wandb.init`` arguments a ``WandbLogger`` would start its run with (its private ``_wandb_init``,
+    with ``mode="offline"`` for ``WandbLogger(offline=True)``, which Lightning applies through
+    ``WANDB_MODE``); ``None`` when its run exists already or this Lightning keeps them elsewhere (the
+    logger then starts its run itself, as Lightning does)."""
+    init = getattr(logger, "_wandb_init", None)
+    if not isinstance(init, dict) or getattr(logger, "_experiment", True) is not None:
+        return None
+    kwargs = dict(init)
+    if getattr(logger, "_offline", False):
+        kwargs.setdefault("mode", "offline")
+    return kwargs
+
+
+def set_wandb_experiment(logger: Any, run: Any) -> bool:
+    """Make ``run`` the ``WandbLogger``'s experiment (its private ``_experiment``), with the step axis
+    Lightning's own ``experiment`` property defines; ``False`` when this Lightning has no such attribute."""
+    if not hasattr(logger, "_experiment"):
+        return False
+    logger._experiment = run
+    define = getattr(run, "define_metric", None)
+    if callable(define):
+        init = getattr(logger, "_wandb_init", None) or {}
+        if init.get("sync_tensorboard"):
+            define("*", step_metric="global_step")
+        else:
+            define("trainer/global_step")
+            define("*", step_metric="trainer/global_step", step_sync=True)
+    return True
+
+
+# ---------------------------------------------------------------- trainer.call._call_setup_hook
+#: the callback method :func:`call_before_loggers` calls with the Trainer, before any logger starts its run
+BEFORE_LOGGERS = "before_loggers_start"
+
+
+def call_before_loggers(namespace: ModuleType) -> bool:
+    """Call ``callback.before_loggers_start(trainer)`` of every callback that has one, before the loggers
+    start their experiments.
+
+    Lightning starts every logger's experiment (``wandb.init`` for a ``WandbLogger``) at the top of its
+    private ``trainer.call._call_setup_hook``, before any callback hook runs: a sweep that must bound
+    that start, put the run in its group or keep the probe off W&B has no public hook early enough.
+    This wraps that function (once per namespace); it returns ``False`` when this Lightning has none
+    (the loggers then start as Lightning starts them).
+    """
+    try:
+        call = importlib.import_module(f"{namespace.__name__}.trainer.call")
+    except ImportError:
+        return False
+    original = getattr(call, "_call_setup_hook", None)
+    if not callable(original):
+        return False
+    if getattr(original, "_before_loggers", False):
+        return True
+
+    def setup_hook(trainer: Any, *args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+        for callback in list(getattr(trainer, "callbacks", None) or ()):
+            hook = getattr(callback, BEFORE_LOGGERS, None)
+            if callable(hook):
+                hook(trainer)
+        return _original(trainer, *args, **kwargs)
+
+    setup_hook._before_loggers = True  # type: ignore[attr-defined]
+    setattr(call, "_call_setup_hook", setup_hook)  # noqa: B010 (a module of a namespace chosen at run time)
+    return True
 
 
 # ------------------------------------------------------------------- fit_loop._data_source

@@ -13,7 +13,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from lightning_scaling.lightning_internals import devices_flag, wandb_logger_has_fixed_id
+from lightning_scaling.lightning_internals import (
+    devices_flag,
+    set_wandb_experiment,
+    wandb_logger_has_fixed_id,
+    wandb_logger_init_kwargs,
+)
 from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import SweepController, SweepError
@@ -72,6 +77,7 @@ class ControllerRole:
         self.launcher = launcher
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
+        self._wandb: tuple[WandbReporter | None, Any] | None = None  # the reporter and WandbLogger, once found
 
     @property
     def result(self) -> SweepResult | None:
@@ -113,6 +119,30 @@ class ControllerRole:
         trainer.limit_train_batches = 0
         trainer.limit_val_batches = 0
 
+    def wandb(self, trainer: pl.Trainer) -> tuple[WandbReporter | None, Any]:
+        """The study's reporter and the Trainer's ``WandbLogger`` (the same objects on every call)."""
+        if self._wandb is None:
+            self._wandb = wandb_reporter(self.sweep.reporter, trainer, self.namespace)
+        return self._wandb
+
+    def before_loggers(self, trainer: pl.Trainer) -> None:
+        """Start the ``WandbLogger``'s run before Lightning would: as the study's controller run (its group,
+        job type ``scaling-sweep``, the id a resumed study continues), offline when W&B does not answer."""
+        reporter, logger = self.wandb(trainer)
+        if reporter is None or logger is None or not trainer.is_global_zero or wandb_logger_has_fixed_id(logger):
+            return  # a fixed id is refused with a clear error when the study starts (run_study)
+        kwargs = wandb_logger_init_kwargs(logger)
+        if kwargs is None:
+            return  # its run exists already (the script used logger.experiment), or this Lightning differs
+        import wandb
+
+        if wandb.run is not None:
+            return  # Lightning reuses a run the script started itself
+        root = sweep_folder(self.sweep, trainer, self.run)
+        run = reporter.open_controller_run(kwargs, self.sweep.name or root.name, root)
+        if run is not None:
+            set_wandb_experiment(logger, run)
+
     def check_devices(self, trainer: pl.Trainer) -> None:
         """Refuse a Trainer that asks for more GPUs than a sweep slot has (``devices="auto"`` adapts)."""
         if not isinstance(trainer.accelerator, self.namespace.accelerators.CUDAAccelerator):
@@ -131,7 +161,7 @@ class ControllerRole:
         sweep = self.sweep
         self.check_devices(trainer)
         root = sweep_folder(sweep, trainer, self.run)
-        reporter, logger = wandb_reporter(sweep.reporter, trainer, self.namespace)
+        reporter, logger = self.wandb(trainer)
         if reporter is not None and logger is not None:
             if wandb_logger_has_fixed_id(logger):
                 raise SweepError(

@@ -23,7 +23,13 @@ import torch
 
 from lightning_scaling._version import __version__
 from lightning_scaling.callbacks.controller_role import sweep_folder, wandb_reporter
-from lightning_scaling.lightning_internals import continue_from_checkpoint, train_data_source
+from lightning_scaling.lightning_internals import (
+    continue_from_checkpoint,
+    set_wandb_experiment,
+    train_data_source,
+    wandb_logger_init_kwargs,
+)
+from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import PROBE_ID, SweepError
 from lightning_scaling.sweep.record import DIVERGED, FAILED, OK, RunRecord, build_record
@@ -98,6 +104,17 @@ class RunRole:
         return self.sweep.plan.monitor
 
     # ------------------------------------------------------------------------------ setup
+    def before_loggers(self, trainer: pl.Trainer) -> None:
+        """Start the ``WandbLogger``'s run before Lightning would: none in the probe (in any mode), in the
+        mode the controller chose, and never waiting long on W&B."""
+        reporter, logger = wandb_reporter(self.sweep.reporter, trainer, self.namespace)
+        kwargs = wandb_logger_init_kwargs(logger) if logger is not None and trainer.is_global_zero else None
+        if kwargs is None:
+            return
+        run = (reporter or WandbReporter()).open_run_for_logger(kwargs, probe=self.run.probe)
+        if run is not None:
+            set_wandb_experiment(logger, run)
+
     def setup(self, trainer: pl.Trainer) -> None:
         """Check the run belongs to this script's plan, apply its data size, rung and probe limits."""
         self.t_start = time.time()  # a run that fails in setup is recorded with its own short wall time

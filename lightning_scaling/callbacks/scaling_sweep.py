@@ -37,6 +37,7 @@ from typing_extensions import override
 from lightning_scaling.callbacks.controller_role import ControllerRole
 from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.lightning_internals import (
+    call_before_loggers,
     is_interrupt,
     name_run_logs,
     skip_unused_loop_hooks,
@@ -167,6 +168,8 @@ class ScalingSweep(Callback):
                 built = make_launcher(launcher, slots=slots, devices_per_slot=devices_per_slot,
                                       runs_per_device=runs_per_device)
             self._controller = ControllerRole(self, self._run, self._pl, built)
+        # the W&B run of a WandbLogger starts before any hook: the roles start it (see before_loggers_start)
+        call_before_loggers(self._pl)
         # Lightning names a profiler section after state_key on every hook call: build it once
         self._state_key = state_key_of(self, monitor=self.plan.monitor, runs=len(self.plan.runs))
 
@@ -179,6 +182,17 @@ class ScalingSweep(Callback):
     def result(self) -> SweepResult | None:
         """The sweep's runs, laws and predictions, after ``fit`` (in the controller, on every rank)."""
         return self._controller.result if self._controller is not None else None
+
+    def before_loggers_start(self, trainer: pl.Trainer) -> None:
+        """Called before the Trainer's loggers start their runs (:func:`~lightning_scaling.lightning_internals.
+        call_before_loggers`): a ``WandbLogger``'s run starts in the study's group, never waits long on W&B,
+        and the probe starts none."""
+        if getattr(trainer.state, "fn", None) != "fit":
+            return
+        if self._controller is not None:
+            self._controller.before_loggers(trainer)
+        elif self._runner is not None:
+            self._runner.before_loggers(trainer)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

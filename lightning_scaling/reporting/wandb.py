@@ -14,8 +14,15 @@ What lands in W&B:
   (type ``scaling-result``) holding ``result.json``, the CSV tables and the figures.
 
 Reporting never stops or slows the sweep: live updates run on a background thread (the newest
-state wins), and any W&B failure, at init or later, becomes one warning while the results stay in
-the sweep folder.
+state wins); a W&B server that does not answer, or a missing API key, makes the study report offline
+(one warning says how to ``wandb sync`` it later, :mod:`~lightning_scaling.reporting.connect`); any
+other W&B failure becomes one warning while the results stay in the sweep folder.
+
+The study's W&B identity is kept in its folder (``wandb.json``): the group (default: the sweep's
+name and a short hash of the folder's absolute path, so two ``train.py`` studies do not share one)
+and the controller run's id, which a resumed study continues (``resume="allow"``). The controller
+run's final summary is exactly the final result: keys an earlier (live or resumed) fit left there
+are removed.
 
 .. code-block:: python
 
@@ -29,30 +36,49 @@ the sweep folder.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import math
 import os
 import re
+import secrets
+import string
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_scaling.reporting.charts import MAX_CHART_POINTS, chart_payload
+from lightning_scaling.reporting.connect import open_run, sync_hint
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.record import RECORDED
 from lightning_scaling.sweep.result import MODEL_SIZE_FIGURE, SweepResult
+from lightning_scaling.sweep.store import atomic_write_json, read_json
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from lightning_scaling.sweep.store import SweepStore
 
-__all__ = ["ENV_WANDB", "WandbReporter"]
+__all__ = ["ENV_WANDB", "ENV_WANDB_MODE", "STATE_FILE", "WandbReporter", "default_group"]
 
 #: set by the controller in every run's environment: "1" when the run reports to W&B
 ENV_WANDB = "LIGHTNING_SCALING_WANDB"
-_MAX_CHART_POINTS = 1500  # W&B samples a chart's points above this
+#: set by the controller when the runs must report in this mode ("offline": W&B was unreachable)
+ENV_WANDB_MODE = "LIGHTNING_SCALING_WANDB_MODE"
+#: the study's W&B identity in its sweep folder: group, the controller run's id, its summary keys
+STATE_FILE = "wandb.json"
+_ID_CHARS = string.ascii_lowercase + string.digits
+
+
+def default_group(name: str, root: Path) -> str:
+    """The W&B group of a study: its name and a short hash of its folder's absolute path.
+
+    Example:
+        >>> default_group("train", Path("/runs/a")) != default_group("train", Path("/runs/b"))
+        True
+    """
+    digest = hashlib.sha1(str(Path(root).absolute()).encode()).hexdigest()[:6]
+    return f"{name}-{digest}"
 
 
 class WandbReporter:
@@ -108,9 +134,9 @@ class WandbReporter:
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if not (isinstance(extrapolate, int | float) and math.isfinite(extrapolate) and extrapolate >= 1):
             raise ValueError(f"extrapolate must be a multiple >= 1 of the largest size, got {extrapolate!r}")
-        if not (isinstance(curve_points, int) and curve_points >= 2 and 3 * curve_points < _MAX_CHART_POINTS):
-            raise ValueError(f"curve_points must be an integer in [2, {_MAX_CHART_POINTS // 3 - 1}] so a chart "
-                             f"stays under W&B's {_MAX_CHART_POINTS} points, got {curve_points!r}")
+        if not (isinstance(curve_points, int) and curve_points >= 2 and 3 * curve_points < MAX_CHART_POINTS):
+            raise ValueError(f"curve_points must be an integer in [2, {MAX_CHART_POINTS // 3 - 1}] so a chart "
+                             f"stays under W&B's {MAX_CHART_POINTS} points, got {curve_points!r}")
         if not (isinstance(live_bootstrap, int) and live_bootstrap >= 0):
             raise ValueError(f"live_bootstrap must be an integer >= 0, got {live_bootstrap!r}")
         self.project = project
@@ -138,6 +164,11 @@ class WandbReporter:
         self._thread: threading.Thread | None = None
         self._live_updates = 0
         self._summary_keys: set[str] = set()
+        self._publish_lock = threading.Lock()
+        self._final = False  # the final result is (being) published: a late live update is dropped
+        self._run_id: str | None = None
+        self._state_path: Path | None = None
+        self._offline_why: str | None = None  # W&B was unreachable: the study reports offline
 
     @property
     def live_updates(self) -> int:
@@ -176,6 +207,72 @@ class WandbReporter:
         self._run = run
         self._owns_run = False
 
+    def bind(self, name: str, root: Path, group: str | None = None) -> str:
+        """The study's W&B identity, kept in its folder (``wandb.json``): its group and the id of the
+        controller's run, which a resumed study continues. Returns the group.
+
+        Args:
+            name: the sweep's name.
+            root: the sweep folder.
+            group: the group the script's ``WandbLogger`` asks for (the reporter's own ``group`` wins).
+        """
+        path = Path(root) / STATE_FILE
+        if self._state_path == path and self._group is not None:
+            return self._group
+        try:
+            state = read_json(path) or {}
+        except ValueError as exc:  # a damaged file: a new identity, the study itself loses nothing
+            self._warn(f"{path} could not be read; the study gets a new W&B run", exc)
+            state = {}
+        self._group = self.group or group or state.get("group") or default_group(name, root)
+        self._run_id = state.get("run_id") or "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+        self._summary_keys |= set(state.get("summary_keys") or ())
+        self._state_path = path
+        self._save_state()
+        return self._group
+
+    def _save_state(self) -> None:
+        if self._state_path is None:
+            return
+        try:
+            self._state_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self._state_path, {"group": self._group, "run_id": self._run_id,
+                                                 "summary_keys": sorted(self._summary_keys)})
+        except OSError as exc:
+            self._warn(f"could not write {self._state_path}", exc)
+
+    def open_controller_run(self, init_kwargs: Mapping[str, Any], name: str, root: Path) -> Any:
+        """Start the controller's W&B run from a ``WandbLogger``'s ``wandb.init`` arguments: in the study's
+        group (job type ``scaling-sweep``), continuing the study's run, and offline when W&B does not
+        answer (:func:`~lightning_scaling.reporting.connect.open_run`); a disabled run when it cannot
+        start at all (reporting is then off), ``None`` when not even that starts."""
+        self.bind(name, root, group=init_kwargs.get("group"))
+        kwargs = {**init_kwargs, "group": self._group, "job_type": "scaling-sweep", "id": self._run_id,
+                  "resume": "allow"}
+        run = self._open("the WandbLogger's run failed to start", kwargs)
+        if run is not None:
+            self.attach(run)
+            return run
+        try:  # a disabled run, so Lightning does not try (and wait on) the same start again
+            import wandb
+
+            return wandb.init(mode="disabled")
+        except Exception:
+            return None
+
+    def _open(self, what: str, kwargs: Mapping[str, Any]) -> Any:
+        """``open_run`` with one warning on failure (reporting off) or on going offline (how to sync)."""
+        try:
+            run, why = open_run(kwargs)
+        except Exception as exc:
+            self.disable(f"{what}; the sweep's runs will not report to W&B either", exc)
+            return None
+        if why is not None:
+            self._offline_why = why
+            self._warn(f"{why}. The study reports offline (its runs too) and does not wait on W&B; upload it "
+                       f"later with `{sync_hint(run)}`")
+        return run
+
     def start(
         self,
         name: str,
@@ -187,27 +284,25 @@ class WandbReporter:
         """Open (or attach to) the controller's W&B run and start live updates."""
         self._store = store
         self._analyse = analyse
-        self._group = self.group or name
         try:
-            import wandb
+            import wandb  # noqa: F401  (only to say clearly when it is missing)
         except ImportError as exc:
             self.disable("wandb is not installed (pip install wandb)", exc)
             return
+        self.bind(name, store.root)
         config = {"scaling_sweep": {
             "name": name, "group": self._group, "monitor": plan.monitor, "mode": plan.mode,
             "fractions": plan.fractions, "sizes": plan.sizes, "grid": plan.grid, "seeds": plan.seeds,
             "data_seed": plan.data_seed, "n_runs": len(plan.runs), "sweep_dir": str(store.root),
         }}
         if self._run is None:
-            try:
-                self._run = wandb.init(**{
-                    "project": self.project, "entity": self.entity, "group": self._group,
-                    "job_type": "scaling-sweep", "name": name, "tags": ["lightning-scaling", *self.tags],
-                    "config": config, **self.init_kwargs})
-                self._owns_run = True
-            except Exception as exc:
-                self.disable("wandb.init failed; the sweep's runs will not report to W&B either", exc)
+            self._run = self._open("wandb.init failed", {
+                "project": self.project, "entity": self.entity, "group": self._group,
+                "job_type": "scaling-sweep", "name": name, "tags": ["lightning-scaling", *self.tags],
+                "config": config, **self.init_kwargs, "id": self._run_id, "resume": "allow"})
+            if self._run is None:
                 return
+            self._owns_run = True
         else:
             self._safe("updating the run's config", self._run.config.update, config, allow_val_change=True)
         self._thread = threading.Thread(target=self._worker, name="lightning-scaling-wandb", daemon=True)
@@ -218,11 +313,14 @@ class WandbReporter:
     def child_env(self, spec: RunSpec) -> dict[str, str]:
         """Environment of one training run: its W&B group, job type, name and tags."""
         if not (self._enabled and self.log_runs):
-            return {ENV_WANDB: "0", "WANDB_MODE": "disabled"}
-        return {
+            return {ENV_WANDB: "0", ENV_WANDB_MODE: "disabled", "WANDB_MODE": "disabled"}
+        env = {
             ENV_WANDB: "1", "WANDB_RUN_GROUP": self._group or "", "WANDB_JOB_TYPE": "scaling-run",
             "WANDB_NAME": spec.run_id, "WANDB_TAGS": ",".join(["lightning-scaling", *self.tags]),
         }
+        if self._offline_why is not None:  # the controller could not reach W&B: the runs do not try
+            env.update({ENV_WANDB_MODE: "offline", "WANDB_MODE": "offline"})
+        return env
 
     def update(self, records: Sequence[Mapping[str, Any]]) -> None:
         """A run finished: refit and re-log in the background (only the newest state is kept)."""
@@ -246,8 +344,12 @@ class WandbReporter:
 
     def _publish_live(self, records: list[dict[str, Any]]) -> None:
         assert self._analyse is not None
-        self._publish(self._analyse(records), figure=None)
-        self._live_updates += 1
+        result = self._analyse(records)
+        with self._publish_lock:
+            if self._final:  # the final result is out (or going out): this older state must not follow it
+                return
+            self._publish(result, figure=None)
+            self._live_updates += 1
 
     def _stop_worker(self) -> None:
         if self._thread is None:
@@ -262,11 +364,19 @@ class WandbReporter:
 
     def finish(self, result: SweepResult, store: SweepStore) -> None:
         """The sweep ended: log the final result, the figure and the ``result.json`` Artifact."""
+        self._final = True
         self._stop_worker()
         if self._run is None:
             return
         figure = store.figure_path if store.figure_path.exists() else None
-        self._safe("logging the final result", self._publish, result, figure=figure)
+        # a live update still in W&B's hands (past flush_timeout) must not land after the final result
+        if self._publish_lock.acquire(timeout=self.flush_timeout):
+            try:
+                self._safe("logging the final result", self._publish, result, figure=figure)
+            finally:
+                self._publish_lock.release()
+        else:
+            self._warn("a live update still holds the W&B run; the final result was not logged")
         self._safe("logging the result artifact", self._log_artifact, store)
         self.close()
 
@@ -282,48 +392,23 @@ class WandbReporter:
                 self._warn("finishing the W&B run failed", exc)
 
     def _publish(self, result: SweepResult, figure: Path | None) -> None:
-        import wandb
-
-        payload: dict[str, Any] = {}
-        cols, rows = result.runs_table()
-        # list(): a copy typed as wandb.Table wants its columns (list[str | int])
-        payload["scaling/runs"] = wandb.Table(columns=list(cols), data=rows)
-        ix, iy, iid = cols.index("log10_train_size"), cols.index("log10_error"), cols.index("run_id")
-        points = [[r[ix], r[iy], r[iid]] for r in rows if r[ix] is not None and r[iy] is not None]
-        unit = result.size_unit
-        if points:
-            table = wandb.Table(columns=["log10_train_size", "log10_error", "run_id"], data=points[-_MAX_CHART_POINTS:])
-            payload["scaling/runs_chart"] = wandb.plot.scatter(
-                table, "log10_train_size", "log10_error", title=f"every run: log10 error vs log10 {unit}")
-        if result.law is not None:
-            ccols, crows = result.curve_table(extrapolate=self.extrapolate, points=self.curve_points)
-            payload["scaling/curve"] = wandb.Table(columns=list(ccols), data=crows)
-            col = {c: [r[ccols.index(c)] for r in crows] for c in ccols}
-            best_x = [math.log10(b["train_size"]) for b in result.best]
-            best_y = [math.log10(b["error"]) if b["error"] > 0 else None for b in result.best]
-            level = f"{result.law.confidence:.0%}"
-            payload["scaling/learning_curve"] = wandb.plot.line_series(
-                xs=[best_x, col["log10_train_size"], col["log10_train_size"], col["log10_train_size"]],
-                ys=[best_y, col["log10_fit"], col["log10_lower"], col["log10_upper"]],
-                keys=["best model per size", result.law.equation(), f"lower {level}", f"upper {level}"],
-                title=f"learning curve (log10 error vs log10 {unit})", xname=f"log10 {unit}")
-            if result.per_grid:
-                labels = list(result.per_grid)
-                payload["scaling/per_grid_chart"] = wandb.plot.line_series(
-                    xs=[[math.log10(x) for x in result.per_grid[k].sizes] for k in labels],
-                    ys=[[math.log10(y) if y > 0 else None for y in result.per_grid[k].errors] for k in labels],
-                    keys=labels, title=f"each grid point (log10 error vs log10 {unit})", xname=f"log10 {unit}")
-            payload["scaling/figure"] = wandb.Image(str(figure) if figure is not None else _png(result))
-        size_figure = result.model_size_figure()
-        if size_figure is not None:
-            payload["scaling/model_size_figure"] = wandb.Image(_png(size_figure))
-        self._run.log(payload)
+        try:
+            payload = chart_payload(result, figure, extrapolate=self.extrapolate, curve_points=self.curve_points)
+        except Exception as exc:  # a chart that cannot be drawn must not leave an earlier fit's summary
+            self._warn("drawing the charts failed; the summary still holds the result", exc)
+            payload = {}
         summary = {f"scaling/{k}": v for k, v in result.flat_summary().items()}
-        # a key an earlier (live) fit had but this one lacks would otherwise linger, stale, in the summary
-        for key in self._summary_keys - summary.keys():
+        # a key an earlier fit had (live, or before a resume) but this one lacks would otherwise linger,
+        # stale, in the summary; a chart key of an earlier fit (a law that is gone) too
+        keep = summary.keys() | payload.keys() | {f"{k}_table" for k in payload}
+        present = {k for k in self._run.summary.keys() if k.startswith("scaling/")}  # noqa: SIM118 (no __iter__)
+        for key in sorted((self._summary_keys | present) - keep):
             del self._run.summary[key]
         self._run.summary.update(summary)
-        self._summary_keys = set(summary)
+        self._summary_keys = set(keep)
+        self._save_state()
+        if payload:
+            self._run.log(payload)
 
     def _log_artifact(self, store: SweepStore) -> None:
         import wandb
@@ -342,6 +427,38 @@ class WandbReporter:
         """Whether the controller asked this training run to report to W&B."""
         return os.environ.get(ENV_WANDB) == "1"
 
+    @staticmethod
+    def run_mode(probe: bool = False) -> str | None:
+        """The mode this training run's W&B runs must use, whatever the script asks: ``"disabled"`` in
+        the probe and when the controller turned W&B off, ``"offline"`` when it could not reach W&B."""
+        return "disabled" if probe else os.environ.get(ENV_WANDB_MODE) or None
+
+    def _open_in_run(self, init_kwargs: Mapping[str, Any], probe: bool = False) -> Any:
+        """``open_run`` in a training run, in :meth:`run_mode`; a warning when it went offline."""
+        kwargs = dict(init_kwargs)
+        mode = self.run_mode(probe)
+        if mode is not None:
+            kwargs["mode"] = mode
+        run, why = open_run(kwargs)
+        if why is not None:
+            self._warn(f"{why}; this run logs offline: upload it later with `{sync_hint(run)}`")
+        return run
+
+    def open_run_for_logger(self, init_kwargs: Mapping[str, Any], probe: bool = False) -> Any:
+        """A training run's W&B run from its ``WandbLogger``'s ``wandb.init`` arguments, in :meth:`run_mode`
+        and never waiting long on W&B (offline instead); a disabled run if even that fails (``None`` if
+        W&B cannot start at all)."""
+        try:
+            return self._open_in_run(init_kwargs, probe)
+        except Exception as exc:
+            self._warn("the WandbLogger's run failed to start; this run reports nothing to W&B", exc)
+            try:
+                import wandb
+
+                return wandb.init(mode="disabled")
+            except Exception:
+                return None
+
     def run_started(self, run: Any, info: Mapping[str, Any]) -> None:
         """A training run's W&B run exists (the script's ``WandbLogger``): put the run's plan in its config."""
         if run is None or not self.active_in_run():
@@ -358,9 +475,7 @@ class WandbReporter:
         own = run is None
         if own:
             try:
-                import wandb
-
-                run = wandb.init(project=self.project, entity=self.entity, **self.init_kwargs)
+                run = self._open_in_run({"project": self.project, "entity": self.entity, **self.init_kwargs})
             except Exception as exc:
                 self._warn("wandb.init failed in a training run", exc)
                 return
@@ -378,15 +493,6 @@ class WandbReporter:
                    {k: v for k, v in summary.items() if v is not None and _json_number_ok(v)})
         if own:
             self._safe("finishing the run", run.finish)
-
-
-def _png(result: SweepResult | Figure) -> Any:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    (result.figure() if isinstance(result, SweepResult) else result).savefig(buf, format="png", dpi=110)
-    buf.seek(0)
-    return Image.open(buf)
 
 
 def _artifact_name(name: str) -> str:

@@ -16,8 +16,9 @@ Test hooks, read from the environment (children inherit it from the controller):
                    RayLauncher / SlurmLauncher with those options (a plain name in LS_TEST_SWEEP's
                    "launcher" works too)
     LS_TEST_NAMESPACE  "lightning": the project imports lightning.pytorch instead of pytorch_lightning
-    LS_TEST_WANDB  "logger": the Trainer has an offline WandbLogger; "reporter": no logger, the sweep
-                   gets a WandbReporter (offline) with the JSON options in LS_TEST_WANDB_REPORTER
+    LS_TEST_WANDB  "logger": the Trainer has an offline WandbLogger; "logger-online": a WandbLogger in
+                   W&B's configured mode; "reporter": no logger, the sweep gets a WandbReporter (offline)
+                   with the JSON options in LS_TEST_WANDB_REPORTER; "true": ScalingSweep(reporter=True)
 """
 
 from __future__ import annotations
@@ -129,13 +130,14 @@ def main() -> None:
         from lightning_scaling import WandbReporter
 
         options = json.loads(os.environ.get("LS_TEST_WANDB_REPORTER", "{}"))
-        if wandb_mode == "logger":
+        if wandb_mode in ("logger", "logger-online"):
             from pytorch_lightning.loggers import WandbLogger
 
-            logger = WandbLogger(project="ls-test", save_dir=args.root, offline=True)
+            logger = WandbLogger(project="ls-test", save_dir=args.root, offline=wandb_mode == "logger")
         else:
             options.setdefault("init_kwargs", {"mode": "offline", "dir": args.root})
-        kwargs["reporter"] = WandbReporter(project="ls-test", **options)
+        # "true": ScalingSweep(reporter=True) alone, W&B as the environment configures it
+        kwargs["reporter"] = True if wandb_mode == "true" else WandbReporter(project="ls-test", **options)
     sweep = ScalingSweep(**kwargs)
     ddp = os.environ.get("LS_TEST_DDP") == "1"
     budget = ({"max_steps": args.steps, "max_epochs": -1, "val_check_interval": max(args.steps // 4, 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,12 @@ def _set(target: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
     target[key[-1]] = value
 
 
+def _unset(target: dict[str, Any], key: tuple[str, ...]) -> None:
+    for k in key[:-1]:
+        target = target.get(k, {})
+    target.pop(key[-1], None)
+
+
 @dataclass
 class OfflineRun:
     """One offline run: its settings, config, summary, history rows and artifacts, as W&B would sync them."""
@@ -80,6 +87,7 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[Any] = field(default_factory=list)
     exit_code: int | None = None
+    removed: list[str] = field(default_factory=list)  # summary keys removed (top-level keys)
 
     @property
     def files(self) -> Path:
@@ -112,6 +120,9 @@ def read_run(path: Path) -> OfflineRun:
         elif kind == "summary":
             for item in rec.summary.update:
                 _set(run.summary, _key(item), json.loads(item.value_json))
+            for item in rec.summary.remove:  # del run.summary[key]: W&B's sync drops the key
+                _unset(run.summary, _key(item))
+                run.removed.append(".".join(_key(item)))
         elif kind == "history":
             row: dict[str, Any] = {}
             for item in rec.history.item:
@@ -127,3 +138,44 @@ def read_run(path: Path) -> OfflineRun:
 def offline_runs(root: Path) -> list[OfflineRun]:
     """Every offline run under ``root``."""
     return [read_run(p) for p in sorted(root.rglob("run-*.wandb"))]
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    """Poll ``condition()`` every 50 ms until it holds (W&B writes its run files asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the reporter")
+
+
+def one_run(root: Path) -> OfflineRun:
+    """The one offline run under ``root``, once its exit record is written."""
+    runs: list[OfflineRun] = []
+
+    def finished() -> bool:
+        runs[:] = offline_runs(root)
+        return len(runs) == 1 and runs[0].exit_code is not None
+
+    wait_for(finished)
+    return runs[0]
+
+
+def merged_runs(root: Path) -> dict[str, OfflineRun]:
+    """The runs under ``root`` as W&B would hold them after ``wandb sync``: the offline folders of one
+    run id (a resumed run) applied in the order they were written."""
+    out: dict[str, OfflineRun] = {}
+    for run in sorted(offline_runs(root), key=lambda r: r.path.stat().st_mtime):
+        if run.id not in out:
+            out[run.id] = run
+            continue
+        into = out[run.id]
+        into.config.update(run.config)
+        into.summary.update(run.summary)
+        for key in run.removed:
+            into.summary.pop(key, None)
+        into.history += run.history
+        into.artifacts += run.artifacts
+        into.exit_code = run.exit_code
+    return out

@@ -17,88 +17,18 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import wandb
-from helpers.records import spec_record
-from helpers.wandb_records import OfflineRun, offline_runs
+from helpers.wandb_records import OfflineRun, offline_runs, one_run, wait_for
 
 from lightning_scaling import ScalingSweep, WandbReporter
 from lightning_scaling.reporting import ENV_WANDB
-from lightning_scaling.sweep import SweepPlan, SweepResult, SweepStore
+from lightning_scaling.reporting.wandb import ENV_WANDB_MODE, default_group
+from lightning_scaling.sweep import SweepResult
 
-SECRET = "sentinel-api-key-0123456789abcdef"
-
-
-@pytest.fixture
-def wandb_dirs(tmp_path, monkeypatch):
-    root = tmp_path / "wandb_home"
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_DATA_DIR", "data")):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        monkeypatch.setenv(var, str(root / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    # wandb reads its environment once per process, into a singleton: reset it so these folders apply
-    wandb.teardown()
-    yield root
-    wandb.teardown()
-
-
-def _records(plan: SweepPlan, rng: np.random.Generator) -> list[dict]:
-    """A finished study on a known law, eps(m) = 2 m^-0.3 + 0.02: the narrow model wins below 10,000 samples."""
-    out = []
-    for spec in plan.runs:
-        m = spec.fraction * 100_000
-        wins = (spec.params["hidden"] == 16) == (m < 10_000)
-        err = (2.0 * m**-0.3 + 0.02) * (0.9 if wins else 1.0) * rng.lognormal(0, 0.02)
-        out.append(spec_record(
-            spec, num_samples=int(m), train_size=m, size_unit="samples", trainable_params=100 * spec.params["hidden"],
-            monitor="val_err", best_value=err, best_step=10, steps=20, wall_time_s=1.0,
-        ))
-    return out
-
-
-@pytest.fixture
-def study(tmp_path):
-    plan = SweepPlan.build(fractions=[1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0], grid={"hidden": [16, 64]}, seeds=2,
-                           monitor="val_err")
-    records = _records(plan, np.random.default_rng(0))
-    store = SweepStore(tmp_path / "sweeps" / "digits")
-    store.write_plan(plan.to_dict())
-    for r in records:
-        store.write_record(r)
-
-    def analyse(recs, bootstrap=100):
-        return SweepResult.from_records(recs, monitor="val_err", mode="min", bootstrap=bootstrap, targets=[0.05])
-
-    result = analyse(records, bootstrap=200)
-    result.save(store.root)
-    return SimpleNamespace(plan=plan, store=store, records=records, analyse=analyse, result=result)
-
-
-def _one_run(root: Path) -> OfflineRun:
-    # W&B's service writes the run file asynchronously: read it once its exit record is there
-    runs: list[OfflineRun] = []
-
-    def finished() -> bool:
-        runs[:] = offline_runs(root)
-        return len(runs) == 1 and runs[0].exit_code is not None
-
-    _wait_for(finished)
-    return runs[0]
-
-
-def _wait_for(condition, timeout: float = 60.0) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        done.wait(0.05)
-    raise AssertionError("timed out waiting for the reporter")
+SECRET = "sentinel-api-key-0123456789abcdef"  # the API key conftest.py sets
 
 
 def _md5_b64(path: Path) -> str:
@@ -109,13 +39,14 @@ def test_reporter_logs_runs_curve_figure_summary_and_artifact(wandb_dirs, study)
     plan, store, records, analyse, result = study.plan, study.store, study.records, study.analyse, study.result
     reporter = WandbReporter(project="ls-test", tags=["unit"], live_interval=0)
     reporter.start("digits", plan, store, analyse, records[: len(records) // 2])
-    _wait_for(lambda: reporter.live_updates == 1)
+    wait_for(lambda: reporter.live_updates == 1)
     reporter.update(records)
-    _wait_for(lambda: reporter.live_updates == 2)
+    wait_for(lambda: reporter.live_updates == 2)
     reporter.finish(result, store)
 
-    run = _one_run(wandb_dirs)
-    assert (run.group, run.job_type, run.name) == ("digits", "scaling-sweep", "digits")
+    run = one_run(wandb_dirs)
+    group = default_group("digits", store.root)  # the name and a hash of the folder: unique per study
+    assert (run.group, run.job_type, run.name) == (group, "scaling-sweep", "digits")
     assert set(run.tags) == {"lightning-scaling", "unit"}
     assert run.config["scaling_sweep"]["n_runs"] == len(plan.runs)
     assert run.config["scaling_sweep"]["grid"] == {"hidden": [16, 64]}
@@ -158,7 +89,7 @@ def test_reporter_logs_runs_curve_figure_summary_and_artifact(wandb_dirs, study)
     assert summary["shared_exponent/p_value"] == saved["shared_exponent"]["p_value"]
 
     (art,) = [a for a in run.artifacts if a.type == "scaling-result"]
-    assert art.name == "digits-result"
+    assert art.name == f"{group}-result"
     contents = {e.path: e for e in art.manifest.contents}
     assert {"result.json", "runs.csv", "curve.csv", "learning_curve.png"} <= set(contents)
     assert contents["result.json"].digest == _md5_b64(store.result_path)
@@ -177,7 +108,7 @@ def test_wandb_init_failure_is_a_warning_and_turns_wandb_off_in_the_runs(wandb_d
         reporter.start("digits", plan, store, analyse, records)
     env = reporter.child_env(plan.runs[0])
     # runs must not each wait on a W&B that the controller could not reach
-    assert env == {ENV_WANDB: "0", "WANDB_MODE": "disabled"}
+    assert env == {ENV_WANDB: "0", ENV_WANDB_MODE: "disabled", "WANDB_MODE": "disabled"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reporter.update(records)
@@ -209,7 +140,7 @@ def test_upload_failure_mid_sweep_warns_once_and_the_rest_still_lands(wandb_dirs
     with pytest.warns(UserWarning, match="logging the final result.*ConnectionError") as caught:
         reporter.finish(result, store)
     assert sum("logging the final result" in str(w.message) for w in caught) == 1
-    run = _one_run(wandb_dirs)
+    run = one_run(wandb_dirs)
     assert [a.type for a in run.artifacts] == ["scaling-result"]  # the artifact still went out
     assert run.exit_code == 0
     assert SweepResult.load(store.root).law is not None
@@ -235,7 +166,7 @@ def test_live_updates_never_block_the_sweep_and_only_the_newest_state_is_publish
         reporter.update(records[:n])
     assert published == [2]
     release.set()
-    _wait_for(lambda: len(published) == 2)
+    wait_for(lambda: len(published) == 2)
     reporter.finish(result, store)
     assert published == [2, 8]
 
@@ -303,12 +234,12 @@ def _sweep(tmp_path: Path, mode: str, sweep: dict, reporter: dict) -> subprocess
     return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
 
 
-def _check_child_runs(runs: list[OfflineRun], records: dict[str, dict]) -> None:
+def _check_child_runs(runs: list[OfflineRun], records: dict[str, dict], group: str) -> None:
     children = {r.name: r for r in runs if r.job_type == "scaling-run"}
     assert set(children) == set(records)
     for run_id, child in children.items():
         rec = records[run_id]
-        assert child.group == "sweep_script"
+        assert child.group == group
         assert "lightning-scaling" in child.tags
         cfg = child.config["scaling"]
         assert (cfg["run_id"], cfg["fraction"], cfg["grid"], cfg["seed"]) == (
@@ -337,10 +268,12 @@ def test_sweep_with_a_wandb_logger_reports_every_run_and_the_curve(tmp_path):
     saved = json.loads((folder / "result.json").read_text())
 
     runs = offline_runs(tmp_path / "wandb")
-    _check_child_runs(runs, records)
+    group = default_group("sweep_script", folder)
+    _check_child_runs(runs, records, group)
     (controller,) = [r for r in runs if "scaling_sweep" in r.config]
-    # the script's own WandbLogger run receives the study
-    assert controller.config["scaling_sweep"]["group"] == "sweep_script"
+    # the script's own WandbLogger run receives the study, in the study's group
+    assert controller.config["scaling_sweep"]["group"] == group
+    assert (controller.group, controller.job_type) == (group, "scaling-sweep")
     table = controller.table(controller.last("scaling/runs"))
     assert {row[0] for row in table["data"]} == set(records)
     assert controller.summary["scaling/law/beta"] == saved["law"]["beta"]
@@ -361,9 +294,10 @@ def test_sweep_with_a_reporter_and_no_logger_starts_its_own_wandb_runs(tmp_path)
     folder = tmp_path / "scaling_sweeps" / "sweep_script"
     records = {p.stem: json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")}
     runs = offline_runs(tmp_path / "wandb")
-    _check_child_runs(runs, records)
+    group = default_group("sweep_script", folder)
+    _check_child_runs(runs, records, group)
     (controller,) = [r for r in runs if r.job_type == "scaling-sweep"]
-    assert (controller.group, controller.exit_code) == ("sweep_script", 0)
+    assert (controller.group, controller.exit_code) == (group, 0)
     assert len(runs) == len(records) + 1  # the probe reports nothing
     assert controller.summary["scaling/n_ok"] == 4
     _no_secret(tmp_path, proc)
