@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-
 from helpers.records import make_record
 
 from lightning_scaling.laws import fit_learning_curve
@@ -181,7 +180,8 @@ def test_the_summary_ends_with_a_table_per_size_and_the_targets_answers():
     assert cols[:4] == ["size", "train size", "best grid point", "error mean +- sd"]
     assert [r[2] for r in rows] == ["hidden=8", "hidden=64", "hidden=64", "hidden=64", "hidden=64"]
     assert rows[-1][0] == "1" and rows[-1][1] == "4,096" and " +- " in rows[-1][3] and rows[-1][-2:] == ["4", "1"]
-    assert re.search(r"\nsize +train size +best grid point +error mean \+- sd", text) and "target val_err error 0.05: data (samples) needed" in text
+    assert re.search(r"\nsize +train size +best grid point +error mean \+- sd", text)
+    assert "target val_err error 0.05: data (samples) needed" in text
 
 
 def test_a_notebook_shows_a_short_repr_and_an_html_table():
