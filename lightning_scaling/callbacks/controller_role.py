@@ -122,8 +122,10 @@ class ControllerRole:
         """Leave out Lightning's model summary (printed on fit start): the controller's model is never trained,
         and its table would follow the study's result as if it were the outcome."""
         summary = self.namespace.callbacks.ModelSummary  # RichModelSummary is one too
-        # a new list: Lightning is iterating over the old one, calling setup
-        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, summary)]
+        # a new list: Lightning is iterating over the old one, calling setup (getattr/setattr: the Trainer's
+        # public callbacks list is set in its constructor's helpers, where type checkers do not see it)
+        kept = [c for c in getattr(trainer, "callbacks", []) if not isinstance(c, summary)]
+        setattr(trainer, "callbacks", kept)  # noqa: B010
 
     def after_study(self, what: str) -> None:
         """Warn (once) that ``what``, called after ``trainer.fit`` in the controller, meets an untrained model."""

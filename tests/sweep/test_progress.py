@@ -8,6 +8,7 @@ import re
 
 import pytest
 from helpers.records import make_record
+from test_controller import InstantLauncher  # the controller tests' fake: one slot, every run ends at once
 
 from lightning_scaling.sweep import SweepPlan, SweepResult, SweepStore
 from lightning_scaling.sweep.controller import SweepController
@@ -94,41 +95,12 @@ def test_durations_are_rounded_to_what_an_estimate_supports():
 
 
 def test_the_controller_prints_rounded_values_and_each_state_once(tmp_path):
-    class Instant:
-        """One slot; a submitted run writes its record at once."""
-
-        capacity = 1
-
-        def __init__(self, store):
-            self.store, self.jobs = store, []
-
-        def describe(self):
-            return "an instant fake slot"
-
-        def submit(self, job):
-            s = job.spec
-            self.store.write_record(dict(make_record(s.run_id, size=s.size, train_size=float(s.size), launch=job.launch,
-                                                     best_value=0.123456789 * 100 / s.size, wall_time_s=1.0)))
-            self.jobs.append(job)
-
-        def poll(self):
-            done, self.jobs = [(j, 0) for j in self.jobs], []
-            return done
-
-        def running(self):
-            return self.jobs
-
-        def shutdown(self, grace=10.0):
-            pass
-
-        def close(self):
-            pass
-
     plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
     store = SweepStore(tmp_path)
     out = io.StringIO()
-    SweepController(plan, store, launcher=Instant(store), command=["x"], probe=False, stream=out,  # type: ignore[arg-type]
-                                    analyse=lambda recs: SweepResult(runs=recs)).run()
+    launcher = InstantLauncher(store, lambda spec: 0.123456789 * 100 / spec.size)
+    SweepController(plan, store, launcher=launcher, command=["x"], probe=False, stream=out,  # type: ignore[arg-type]
+                    analyse=lambda recs: SweepResult(runs=recs)).run()
     lines = out.getvalue().splitlines()
     assert any("best val_err=0.123 in " in line for line in lines), lines
     assert not any("0.12345" in line or "0:00:" in line for line in lines), lines
