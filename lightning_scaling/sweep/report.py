@@ -11,7 +11,9 @@ exponent.
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BEYOND",
     "ReportedFit",
+    "csv_text",
+    "flatten",
     "format_count",
     "format_size",
     "html_table",
@@ -252,3 +256,26 @@ def prediction_lines(law: ReportedFit | None, size_unit: str, monitor: str, targ
            f"{told(law.data_needed(float(law.errors[-1]) / 2))}"]
     out += [f"  target {monitor} error {t:g}: data ({size_unit}) needed {told(law.data_needed(t))}" for t in targets]
     return out
+
+
+def flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dicts as ``"prefix/key"`` keys; ``intervals`` as ``<name>_lower`` / ``<name>_upper``; lists left out."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "intervals":
+            for name, (lo, hi) in v.items():
+                out[f"{prefix}/{name}_lower"], out[f"{prefix}/{name}_upper"] = lo, hi
+        elif isinstance(v, Mapping):
+            out.update(flatten(f"{prefix}/{k}", v))
+        elif not isinstance(v, list):
+            out[f"{prefix}/{k}"] = v
+    return out
+
+
+def csv_text(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table as CSV text (``None`` as an empty cell)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    writer.writerows([["" if c is None else c for c in row] for row in rows])
+    return buf.getvalue()

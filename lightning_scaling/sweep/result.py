@@ -6,8 +6,6 @@ re-analysed from a sweep folder anywhere: ``SweepResult.load("scaling_sweeps/my_
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections import defaultdict
@@ -29,6 +27,8 @@ from lightning_scaling.laws import (
 from lightning_scaling.sweep.record import OK, grid_key, record_amount
 from lightning_scaling.sweep.report import (
     ReportedFit,
+    csv_text,
+    flatten,
     html_table,
     prediction_lines,
     sig,
@@ -205,7 +205,8 @@ class SweepResult:
                                seed, keep_flat=False)
                 if fit is not None:
                     res.per_grid[label] = fit
-                    curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
+                    if fit.supported:  # only curves that are laws enter the shared-exponent test
+                        curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
         if len(curves) >= 2:
             try:
                 res.shared_exponent = fit_shared_exponent(curves, bootstrap=min(bootstrap, 300), seed=seed)
@@ -240,7 +241,9 @@ class SweepResult:
             return None
         if not fit.supported:
             self.notes.append(f"{label}: {fit.reason}" + ("" if keep_flat else "; left out of the comparison"))
-            return fit if keep_flat else None
+            # a grid point whose error does not fall at all has no curve to show; one whose law is merely not
+            # supported keeps its points, marked
+            return fit if keep_flat or fit.exponent < -1e-6 else None
         return fit
 
     def _predict(self) -> None:
@@ -301,21 +304,24 @@ class SweepResult:
         d = json.loads(self.to_json())
         out: dict[str, Any] = {k: d[k] for k in ("n_runs", "n_ok", "n_failed", "n_diverged", "size_unit", "monitor")}
         if d["law"]:
-            out.update(_flatten("law", {k: v for k, v in d["law"].items()
+            out.update(flatten("law", {k: v for k, v in d["law"].items()
                                         if k not in ("sizes", "errors", "regions", "start_index")}))
         for label, fit in d["per_grid"].items():
+            if not fit["law_supported"]:
+                out.update({f"per_grid/{label}/law_supported": False, f"per_grid/{label}/reason": fit["reason"]})
+                continue
             lo, hi = fit["intervals"][self.per_grid[label].form.exponent]
             out.update({f"per_grid/{label}/exponent": fit["exponent"], f"per_grid/{label}/exponent_lower": lo,
                         f"per_grid/{label}/exponent_upper": hi})
         if d["model_size_law"]:
-            out.update(_flatten("model_size_law", {k: v for k, v in d["model_size_law"].items()
+            out.update(flatten("model_size_law", {k: v for k, v in d["model_size_law"].items()
                                                    if k not in ("sizes", "params")}))
         if d["shared_exponent"]:
             se = d["shared_exponent"]
-            out.update(_flatten("shared_exponent", {
+            out.update(flatten("shared_exponent", {
                 "beta": se["beta"], "intervals": {"beta": se["beta_interval"]}, "p_value": se["p_value"],
                 "f_statistic": se["f_statistic"], "same_exponent": se["same_exponent"]}))
-        out.update(_flatten("predictions", d["predictions"]))
+        out.update(flatten("predictions", d["predictions"]))
         return out
 
     # -- output ----------------------------------------------------------------------------------
@@ -349,7 +355,8 @@ class SweepResult:
             lines += self._prediction_lines()
         for label, fit in self.per_grid.items():
             lo, hi = fit.intervals[fit.form.exponent]
-            lines.append(f"  [{label}] beta = {sig(fit.exponent)} [{sig(lo)}, {sig(hi)}]")
+            lines.append(f"  [{label}] beta = {sig(fit.exponent)} [{sig(lo)}, {sig(hi)}]" if fit.supported
+                         else f"  [{label}] no power law")
         if self.shared_exponent is not None:
             lines.append(f"  {self.shared_exponent}")
         if self.model_size_law is not None:
@@ -427,9 +434,9 @@ class SweepResult:
 
         store = SweepStore(root)
         store.write_result(json.loads(self.to_json()))
-        atomic_write_text(store.root / "runs.csv", _csv(*self.runs_table()))
+        atomic_write_text(store.root / "runs.csv", csv_text(*self.runs_table()))
         if self.law is not None:
-            atomic_write_text(store.root / "curve.csv", _csv(*self.curve_table()))
+            atomic_write_text(store.root / "curve.csv", csv_text(*self.curve_table()))
             if figure:
                 self.figure().savefig(store.figure_path, dpi=130)
 
@@ -469,27 +476,6 @@ def _log10(v: Any) -> float | None:
 
 def _cell(v: Any) -> Any:
     return v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v)
-
-
-def _flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k == "intervals":
-            for name, (lo, hi) in v.items():
-                out[f"{prefix}/{name}_lower"], out[f"{prefix}/{name}_upper"] = lo, hi
-        elif isinstance(v, Mapping):
-            out.update(_flatten(f"{prefix}/{k}", v))
-        elif not isinstance(v, list):
-            out[f"{prefix}/{k}"] = v
-    return out
-
-
-def _csv(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
-    writer.writerows([["" if c is None else c for c in row] for row in rows])
-    return buf.getvalue()
 
 
 def _natural(key: str) -> list[tuple[int, Any]]:

@@ -190,3 +190,16 @@ def test_a_notebook_shows_a_short_repr_and_an_html_table():
     assert r.startswith("<SweepResult val_err: 20/21 runs ok (1 failed); eps(m) = ") and "\n" not in r
     page = res._repr_html_()
     assert page.count("<tr>") == 6 and "<th>best grid point</th>" in page and "hidden=64" in page
+
+
+def test_a_grid_point_whose_law_is_not_supported_keeps_its_points_marked_without_an_exponent():
+    # four noisy sizes: the error falls, but the exponent's interval reaches 0 (one end-to-end study's numbers)
+    noisy = dict(zip((512, 1024, 2048, 4096), (0.1064, 0.0908, 0.0947, 0.0664)))
+    records = [make_record(f"{m}-{h}", size=m, train_size=m, params={"hidden": h}, trainable_params=10 * h,
+                           best_value=noisy[m] if h == 64 else 2 * m**-0.3) for m in noisy for h in (8, 64)]
+    res = SweepResult.from_records(records, monitor="val_loss", mode="min", bootstrap=300)
+    assert set(res.per_grid) == {"hidden=8", "hidden=64"}
+    assert res.per_grid["hidden=8"].supported and not res.per_grid["hidden=64"].supported
+    flat = res.flat_summary()
+    assert flat["per_grid/hidden=64/law_supported"] is False and "per_grid/hidden=64/exponent" not in flat
+    assert "[hidden=64] no power law" in res.summary() and res.shared_exponent is None
