@@ -53,8 +53,11 @@ def test_digits_smoke_study_prints_the_law_and_where_everything_is(tmp_path):
     assert sorted({r["num_samples"] for r in result["runs"]}) == [150, 300, 600, 1200]
     # top-2 error of the same models rides along in every record, for the top-k curve
     assert all(0 <= r["metrics_at_best"]["val_top2_err"] <= r["best_value"] for r in result["runs"])
-    assert "top-1 error law: eps(m) =" in out
-    assert re.search(r"data needed to halve the top-1 error .*: [\d.e+]+ \[", out)
+    if result["law"]["law_supported"]:
+        assert "top-1 error law: eps(m) =" in out
+        assert re.search(r"data needed to halve the top-1 error .*: [\d.e+]+ \[", out)
+    else:  # a smoke study's few, short runs may support no power law: then it says so and prints no exponent
+        assert "top-1 error law: no power law: " in out and "top-1 exponent" not in out
     printed = dict(re.findall(r"^(result|figure|W&B \(offline\)):\s+(\S+)", out, flags=re.M))
     assert Path(printed["result"]) == folder / "result.json"
     assert Path(printed["figure"]).read_bytes()[:4] == b"\x89PNG"

@@ -186,14 +186,16 @@ def report(result: SweepResult, folder: Path, logger: WandbLogger | bool) -> Non
     # result.summary() was printed above by the sweep; here what the paper would ask next
     top2 = SweepResult.from_records(result.runs, monitor="val_top1_err", mode="min", metric="val_top2_err")
     print("\n=== digits scaling study ===")
-    if result.law is not None:
+    if result.law is not None and not result.law.supported:  # no exponent to report: say why
+        print(f"top-1 error law: {result.law}")
+    elif result.law is not None:
         print(f"top-1 error law: {result.law.equation()}")
         full = float(result.law.errors[-1])
         print(f"data needed to halve the top-1 error of the full training set ({full:.4f} -> {full / 2:.4f}): "
               f"{result.law.data_needed(full / 2)} samples")
         beta = result.law.intervals[result.law.form.exponent]
         print(f"top-1 exponent {result.law.exponent:.3f} [{beta[0]:.3f}, {beta[1]:.3f}]  (paper, ImageNet: -0.309)")
-    if top2.law is not None:
+    if top2.law is not None and top2.law.supported:
         beta = top2.law.intervals[top2.law.form.exponent]
         print(f"top-2 exponent {top2.law.exponent:.3f} [{beta[0]:.3f}, {beta[1]:.3f}]  "
               "(paper, ImageNet top-5: -0.488, steeper than top-1)")

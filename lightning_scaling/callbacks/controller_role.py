@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,8 @@ class ControllerRole:
         self._result: SweepResult | None = None
         self._result_root: Path | None = None  # ranks > 0: where to load the result from, when asked
         self._wandb: tuple[WandbReporter | None, Any] | None = None  # the reporter and WandbLogger, once found
+        self._studied: Path | None = None  # the sweep folder, once this process's fit ran the study
+        self._warned = False
 
     @property
     def result(self) -> SweepResult | None:
@@ -118,6 +121,28 @@ class ControllerRole:
         trainer.num_sanity_val_steps = 0
         trainer.limit_train_batches = 0
         trainer.limit_val_batches = 0
+        self.drop_model_summary(trainer)
+        self._studied = root
+
+    def drop_model_summary(self, trainer: pl.Trainer) -> None:
+        """Leave out Lightning's model summary (printed on fit start): the controller's model is never trained,
+        and its table would follow the study's result as if it were the outcome."""
+        summary = self.namespace.callbacks.ModelSummary  # RichModelSummary is one too
+        # a new list: Lightning is iterating over the old one, calling setup (getattr/setattr: the Trainer's
+        # public callbacks list is set in its constructor's helpers, where type checkers do not see it)
+        kept = [c for c in getattr(trainer, "callbacks", []) if not isinstance(c, summary)]
+        setattr(trainer, "callbacks", kept)  # noqa: B010
+
+    def after_study(self, what: str) -> None:
+        """Warn (once) that ``what``, called after ``trainer.fit`` in the controller, meets an untrained model."""
+        if self._studied is None or self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f"{what} after the scaling study: the controller trained nothing (every run of the study trained in a "
+            f"process of its own, with its logs and checkpoints; results in {self._studied}), so this sees the "
+            "untrained model. Code after trainer.fit runs in every run too, on its trained model: in the controller, "
+            "skip it with `if current_run().is_run:`, or load a run's checkpoint", UserWarning, stacklevel=3)
 
     def wandb(self, trainer: pl.Trainer) -> tuple[WandbReporter | None, Any]:
         """The study's reporter and the Trainer's ``WandbLogger`` (the same objects on every call)."""

@@ -198,6 +198,8 @@ class ScalingSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """The controller runs the study here; a run applies its data size, grid values' rung and seed."""
         if stage != "fit":
+            if self._controller is not None:
+                self._controller.after_study(f"trainer.{getattr(stage, 'value', stage)}()")
             return
         if self._controller is not None:
             self._controller.setup(trainer)
@@ -230,6 +232,8 @@ class ScalingSweep(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         """A run's best monitored value so far: an adaptive rung's checkpoint carries it to the next rung."""
+        if self._controller is not None:
+            self._controller.after_study("trainer.save_checkpoint()")
         return self._runner.state_dict() if self._runner is not None else {}
 
     @override

@@ -14,6 +14,23 @@ if TYPE_CHECKING:
     from lightning_scaling.laws.joint import ModelSizeLaw
 
 
+def _y_limits(fit: LearningCurveFit, lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
+    """Log-axis limits from the measured points and the band over them, not from a fitted floor far below.
+
+    The band may widen the view by at most a decade beyond the points: a floor fitted at 1e-6 under
+    errors near 1 must not squeeze the data into the top of the figure.
+    """
+    points = np.concatenate([np.ravel(fit.errors), np.ravel(fit.seed_errors if fit.seed_errors is not None else [])])
+    points = points[np.isfinite(points) & (points > 0)]
+    lo, hi = float(points.min()), float(points.max())
+    band = np.concatenate([np.ravel(lower), np.ravel(upper)])
+    band = band[np.isfinite(band) & (band > 0)]
+    if band.size:
+        lo, hi = max(min(lo, float(band.min())), lo / 10), min(max(hi, float(band.max())), hi * 10)
+    pad = (hi / lo) ** 0.05 if hi > lo else 1.5
+    return lo / pad, hi * pad
+
+
 def plot_fit(
     fit: LearningCurveFit, ax: Axes | None = None, *, extrapolate: float = 10.0, label: str | None = None
 ) -> Axes:
@@ -57,9 +74,10 @@ def plot_fit(
         ax.axvspan(regions["irreducible"][0], grid[-1], color="tab:red", alpha=0.08, lw=0,
                    label="irreducible-error region (within 10% of floor)")
     if fit.floor > 0:
-        ax.axhline(fit.floor, color="tab:red", ls=":", lw=1)
+        ax.axhline(fit.floor, color="tab:red", ls=":", lw=1, label=f"fitted floor (irreducible error) {fit.floor:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_ylim(*_y_limits(fit, pred.lower[inside], pred.upper[inside]))
     ax.set_xlabel("training set size")
     ax.set_ylabel("generalisation error")
     ax.grid(True, which="both", alpha=0.3)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import secrets
 import sys
 import time
@@ -24,7 +23,9 @@ from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.progress import Progress, format_duration
 from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
+from lightning_scaling.sweep.report import sig
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
 from lightning_scaling.sweep.scheduling import Scheduler
@@ -38,13 +39,6 @@ ADAPTIVE_FILE = "adaptive.json"
 
 class SweepError(RuntimeError):
     """The sweep cannot go on (bad script, unknown monitor key, changed settings)."""
-
-
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class SweepController:
@@ -104,8 +98,7 @@ class SweepController:
         self.name = name or store.root.name
         self.stream = stream or sys.stderr
         self.poll_interval = poll_interval
-        self._t0 = time.time()
-        self._durations: list[float] = []
+        self._tracker = Progress(self.log)
         self._status: dict[str, str | None] = {}
         self._records: dict[str, dict[str, Any]] = {}
         self._planned_ids = {s.run_id for s in plan.runs}
@@ -160,6 +153,7 @@ class SweepController:
         records = self.store.records()
         # kept in memory so reporting a finished run does not re-read every record from disk
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
+        self._tracker.cost.learn(self._records.values())  # a resumed study prices its runs from the finished ones
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
         for rec in records.values():  # packing learns what finished runs needed
             self.scheduler.observe(rec)
@@ -317,6 +311,7 @@ class SweepController:
         total = len(self._status) if self.adaptive is not None else len(self.plan.runs)
         failures: dict[str, list[str]] = {}
         last_beat = time.time()
+        self._tracker.expect(todo)
         while queue or self.launcher.running():
             while queue and self.scheduler.fits(queue[0][0]):
                 spec, attempt = queue.popleft()
@@ -327,9 +322,11 @@ class SweepController:
                 fresh = rec is not None and rec.get("launch") == job.launch
                 if fresh and rec is not None and rec["status"] in COMPLETED:
                     self._status[job.spec.run_id] = rec["status"]
-                    self._durations.append(time.time() - job.started)
+                    took = time.time() - job.started
+                    self._tracker.finished(job.spec, took)
                     self.scheduler.finished(job, rec)
-                    self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={rec.get('best_value')}")
+                    best, took_s = sig(rec.get("best_value")), format_duration(took)
+                    self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={best} in {took_s}")
                     self._progress(total)
                     self._keep(rec)
                     continue
@@ -345,12 +342,13 @@ class SweepController:
                                           attempts=failures[job.spec.run_id], monitor=self.plan.monitor)
                     self.store.write_record(failed)
                     self._status[job.spec.run_id] = FAILED
+                    self._tracker.finished(job.spec, None)
                     self._progress(total)
                     self._keep(dict(failed))
             self.scheduler.stop_expired(self.log)
             if time.time() - last_beat > 30:
                 last_beat = time.time()
-                self._progress(total)
+                self._progress(total, force=False)  # printed only when something changed, or now and then
             if not finished:  # a slot just came free: fill it now, not after the next wait
                 self._wait()
 
@@ -362,18 +360,11 @@ class SweepController:
         else:
             time.sleep(self.poll_interval)
 
-    def _progress(self, total: int) -> None:
-        status = list(self._status.values())
-        ok = sum(s in COMPLETED for s in status)
-        failed = sum(s == FAILED for s in status)
-        running = len(self.launcher.running())
-        left = total - ok - failed
-        elapsed = time.time() - self._t0
-        per_run = sum(self._durations) / len(self._durations) if self._durations else math.nan
-        slots = max(1, running + self.launcher.capacity)
-        eta = per_run * max(0, left) / slots if left else 0.0
-        self.log(f"{ok}/{total} done, {failed} failed, {running} running | elapsed {_fmt_time(elapsed)} | "
-                 f"ETA {_fmt_time(eta)}{self.scheduler.overdue()}")
+    def _progress(self, total: int, *, force: bool = True) -> None:
+        now = time.time()
+        running = [(job.spec, now - job.started) for job in self.launcher.running()]
+        self._tracker.report(self._status, total, running, max(1, len(running) + self.launcher.capacity),
+                             force=force, extra=self.scheduler.overdue())
 
 
 def run_sweep(

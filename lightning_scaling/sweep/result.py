@@ -6,8 +6,6 @@ re-analysed from a sweep folder anywhere: ``SweepResult.load("scaling_sweeps/my_
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections import defaultdict
@@ -20,7 +18,6 @@ import numpy as np
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.laws import (
-    LearningCurveFit,
     ModelSizeLaw,
     SharedExponentFit,
     fit_learning_curve,
@@ -28,6 +25,17 @@ from lightning_scaling.laws import (
     fit_shared_exponent,
 )
 from lightning_scaling.sweep.record import OK, grid_key, record_amount
+from lightning_scaling.sweep.report import (
+    ReportedFit,
+    csv_text,
+    flatten,
+    html_table,
+    prediction_lines,
+    sig,
+    size_rows,
+    text_table,
+    undertrained_note,
+)
 from lightning_scaling.sweep.store import json_default
 
 if TYPE_CHECKING:
@@ -100,8 +108,8 @@ class SweepResult:
     runs: list[dict[str, Any]]
     size_unit: str = "samples"
     monitor: str = "val_loss"
-    law: LearningCurveFit | None = None
-    per_grid: dict[str, LearningCurveFit] = field(default_factory=dict)
+    law: ReportedFit | None = None
+    per_grid: dict[str, ReportedFit] = field(default_factory=dict)
     best: list[dict[str, Any]] = field(default_factory=list)
     model_size_law: ModelSizeLaw | None = None
     shared_exponent: SharedExponentFit | None = None
@@ -199,7 +207,8 @@ class SweepResult:
                                seed, keep_flat=False)
                 if fit is not None:
                     res.per_grid[label] = fit
-                    curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
+                    if fit.supported:  # only curves that are laws enter the shared-exponent test
+                        curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
         if len(curves) >= 2:
             try:
                 res.shared_exponent = fit_shared_exponent(curves, bootstrap=min(bootstrap, 300), seed=seed)
@@ -220,24 +229,28 @@ class SweepResult:
             else:
                 res.notes.append("no model-size law: the same model size was best at every data size")
         res._predict()
+        note = undertrained_note(runs)
+        if note:
+            res.notes.append(note)
         return res
 
     def _fit(self, x: np.ndarray, y: np.ndarray, label: str, bootstrap: int, seed: int,
-             keep_flat: bool = True) -> LearningCurveFit | None:
+             keep_flat: bool = True) -> ReportedFit | None:
         try:
-            fit = fit_learning_curve(x, y, bootstrap=bootstrap, seed=seed)
+            fit = ReportedFit.of(fit_learning_curve(x, y, bootstrap=bootstrap, seed=seed))
         except (ValueError, RuntimeError) as exc:
             self.notes.append(f"no learning curve for {label}: {exc}")
             return None
-        if fit.exponent > -1e-6:  # the exponent sits on its bound: the error does not fall with data
-            self.notes.append(f"{label}: the error does not fall with data (exponent at its bound 0), so there is "
-                              "no power law to report" + ("" if keep_flat else "; left out of the comparison"))
-            return fit if keep_flat else None
+        if not fit.supported:
+            self.notes.append(f"{label}: {fit.reason}" + ("" if keep_flat else "; left out of the comparison"))
+            # a grid point whose error does not fall at all has no curve to show; one whose law is merely not
+            # supported keeps its points, marked
+            return fit if keep_flat or fit.exponent < -1e-6 else None
         return fit
 
     def _predict(self) -> None:
-        if self.law is None:
-            return
+        if self.law is None or not getattr(self.law, "supported", True):
+            return  # no law, no predictions from it
         largest = float(self.law.sizes[-1])
         err = float(self.law.errors[-1])
         self.predictions = {
@@ -293,21 +306,24 @@ class SweepResult:
         d = json.loads(self.to_json())
         out: dict[str, Any] = {k: d[k] for k in ("n_runs", "n_ok", "n_failed", "n_diverged", "size_unit", "monitor")}
         if d["law"]:
-            out.update(_flatten("law", {k: v for k, v in d["law"].items()
+            out.update(flatten("law", {k: v for k, v in d["law"].items()
                                         if k not in ("sizes", "errors", "regions", "start_index")}))
         for label, fit in d["per_grid"].items():
+            if not fit["law_supported"]:
+                out.update({f"per_grid/{label}/law_supported": False, f"per_grid/{label}/reason": fit["reason"]})
+                continue
             lo, hi = fit["intervals"][self.per_grid[label].form.exponent]
             out.update({f"per_grid/{label}/exponent": fit["exponent"], f"per_grid/{label}/exponent_lower": lo,
                         f"per_grid/{label}/exponent_upper": hi})
         if d["model_size_law"]:
-            out.update(_flatten("model_size_law", {k: v for k, v in d["model_size_law"].items()
+            out.update(flatten("model_size_law", {k: v for k, v in d["model_size_law"].items()
                                                    if k not in ("sizes", "params")}))
         if d["shared_exponent"]:
             se = d["shared_exponent"]
-            out.update(_flatten("shared_exponent", {
+            out.update(flatten("shared_exponent", {
                 "beta": se["beta"], "intervals": {"beta": se["beta_interval"]}, "p_value": se["p_value"],
                 "f_statistic": se["f_statistic"], "same_exponent": se["same_exponent"]}))
-        out.update(_flatten("predictions", d["predictions"]))
+        out.update(flatten("predictions", d["predictions"]))
         return out
 
     # -- output ----------------------------------------------------------------------------------
@@ -334,19 +350,24 @@ class SweepResult:
         return json.dumps(self.to_dict(), default=json_default, **kwargs)
 
     def summary(self) -> str:
-        lines = [f"{sum(r.get('status') == 'ok' for r in self.runs)}/{len(self.runs)} runs ok"]
+        """The study in words: runs, the law (or why there is none), predictions, the per-size table, notes."""
+        lines = [self._counts()]
         if self.law is not None:
             lines.append(str(self.law))
-            need = self.law.data_needed(float(self.law.errors[-1]) / 2)
-            lines.append(f"  data ({self.size_unit}) to halve the error of the largest run: {need}")
+            lines += self._prediction_lines()
         for label, fit in self.per_grid.items():
             lo, hi = fit.intervals[fit.form.exponent]
-            lines.append(f"  [{label}] beta = {fit.exponent:.4g} [{lo:.4g}, {hi:.4g}]")
+            lines.append(f"  [{label}] beta = {sig(fit.exponent)} [{sig(lo)}, {sig(hi)}]" if fit.supported
+                         else f"  [{label}] no power law")
         if self.shared_exponent is not None:
             lines.append(f"  {self.shared_exponent}")
         if self.model_size_law is not None:
             lines.append(f"  {self.model_size_law}")
-        lines += [f"  note: {n}" for n in self.notes]
+        if self.best:
+            lines += ["", text_table(*self.table())]
+        # the law's own reason is said above, with the law
+        told = {f"best model per size: {self.law.reason}"} if self.law is not None else set()
+        lines += [f"  note: {n}" for n in self.notes if n not in told]
         if self.adaptive:
             a = self.adaptive
             lines.append(f"  adaptive study: {a.get('stop_reason')}; {a.get('device_seconds', 0):.1f} device-seconds "
@@ -355,8 +376,37 @@ class SweepResult:
                          f"{len(a.get('stopped', []))} grid points stopped early")
         return "\n".join(lines)
 
+    def _counts(self) -> str:
+        n = {s: sum(r.get("status") == s for r in self.runs) for s in ("ok", "failed", "diverged")}
+        extra = ", ".join(f"{v} {k}" for k, v in n.items() if k != "ok" and v)
+        return f"{n['ok']}/{len(self.runs)} runs ok" + (f" ({extra})" if extra else "")
+
+    def _prediction_lines(self) -> list[str]:
+        return prediction_lines(self.law, self.size_unit, self.monitor, self.targets)
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """One row per size: the best grid point, its error mean +- sd over seeds, runs ok and failed there."""
+        return size_rows(self.runs, self.best, record_amount)
+
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        law = "no law" if self.law is None else self.law.equation()
+        return f"<SweepResult {self.monitor}: {self._counts()}; {law}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the counts, the law (or why there is none), the per-size table, the notes."""
+        import html
+
+        law = "no law fitted" if self.law is None else str(self.law).splitlines()[0]
+        parts = [f"<p><b>SweepResult</b> ({html.escape(self.monitor)}): {html.escape(self._counts())}<br>"
+                 f"{html.escape(law)}</p>"]
+        parts += [f"<p>{html.escape(line.strip())}</p>" for line in self._prediction_lines()]
+        if self.best:
+            parts.append(html_table(*self.table()))
+        parts += [f"<p>note: {html.escape(n)}</p>" for n in self.notes]
+        return "\n".join(parts)
 
     def plot(self, ax: Axes | None = None) -> Axes:
         """The envelope's paper-style figure, with each grid point's curve beside it."""
@@ -399,9 +449,9 @@ class SweepResult:
 
         store = SweepStore(root)
         store.write_result(json.loads(self.to_json()))
-        atomic_write_text(store.root / "runs.csv", _csv(*self.runs_table()))
+        atomic_write_text(store.root / "runs.csv", csv_text(*self.runs_table()))
         if self.law is not None:
-            atomic_write_text(store.root / "curve.csv", _csv(*self.curve_table()))
+            atomic_write_text(store.root / "curve.csv", csv_text(*self.curve_table()))
             if figure:
                 self.figure().savefig(store.figure_path, dpi=130)
         size_figure = self.model_size_figure() if figure else None
@@ -444,27 +494,6 @@ def _log10(v: Any) -> float | None:
 
 def _cell(v: Any) -> Any:
     return v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v)
-
-
-def _flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k == "intervals":
-            for name, (lo, hi) in v.items():
-                out[f"{prefix}/{name}_lower"], out[f"{prefix}/{name}_upper"] = lo, hi
-        elif isinstance(v, Mapping):
-            out.update(_flatten(f"{prefix}/{k}", v))
-        elif not isinstance(v, list):
-            out[f"{prefix}/{k}"] = v
-    return out
-
-
-def _csv(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
-    writer.writerows([["" if c is None else c for c in row] for row in rows])
-    return buf.getvalue()
 
 
 def _natural(key: str) -> list[tuple[int, Any]]:
