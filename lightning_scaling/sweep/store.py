@@ -26,7 +26,7 @@ from typing import Any
 
 from lightning_scaling.sweep.record import OK, RunRecord
 
-__all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
+__all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "current_umask", "json_default", "read_json"]
 
 
 def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
@@ -39,6 +39,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 and the rename keeps it: give the file the mode open() would (the umask's)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -47,6 +50,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where the OS says it (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # elsewhere set and restore it (a thread creating a file in between gets 0o077 at worst: never laxer)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def json_default(o: Any) -> Any:
