@@ -153,6 +153,7 @@ class SweepController:
         if self.adaptive is not None:
             return self._run_adaptive()
         records = self.store.records()
+        self._tell_rejected()
         # kept in memory so reporting a finished run does not re-read every record from disk
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._status = {s.run_id: records.get(s.run_id, {}).get("status") for s in self.plan.runs}
@@ -243,6 +244,7 @@ class SweepController:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             while True:
                 records = self.store.records()
+                self._tell_rejected()
                 # the result's own fit (computed only when a decision needs it): the interval decided on is the
                 # one reported
                 decision = state.decide(records, str(self.store.root), partial(state.law, records, self.analyse),
@@ -274,6 +276,10 @@ class SweepController:
         self._records[record["run_id"]] = record
         if self.reporter is not None:
             self.reporter.update(list(self._records.values()))
+
+    def _tell_rejected(self) -> None:
+        for line in self.store.new_problems():
+            self.log(line)
 
     def _close_reporter(self) -> None:
         if self.reporter is not None:
@@ -322,7 +328,7 @@ class SweepController:
                     self._progress(total)
                     self._keep(rec)
                     continue
-                reason = rec.get("reason") if fresh and rec else None
+                reason = rec.get("reason") if fresh and rec else self.store.rejected.get(job.spec.run_id)
                 reason = reason or f"exit code {rc}; log {job.log_path} ends with:\n{tail(job.log_path, 8)}"
                 failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
                 if job.attempt <= self.max_retries:

@@ -97,6 +97,7 @@ class SweepOptions:
             raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                              "launcher object")
         check_reporter(reporter)
+        check_name(name)
         return cls(
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
@@ -108,6 +109,25 @@ class SweepOptions:
         """The study's analysis of its records (``bootstrap`` replicates): its monitor, mode, to_error, targets."""
         return analysis(monitor=self.plan.monitor, mode=self.plan.mode, to_error_fn=self.to_error,
                         bootstrap=bootstrap, targets=self.targets)
+
+
+def check_name(name: Any) -> None:
+    """``None`` or a sweep name that stays inside the sweeps root: one path component (``name=`` becomes
+    ``scaling_sweeps/<name>``); else a ValueError naming it.
+
+    >>> check_name("../../escaped")
+    Traceback (most recent call last):
+    ...
+    ValueError: name='../../escaped' must be a plain folder name inside scaling_sweeps/ (no '/', ...
+    """
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+    # both separators on every OS: a sweep folder may be shared between Linux and Windows machines
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise ValueError(f"name={name!r} must be a plain folder name inside scaling_sweeps/ (no '/', '\\\\', '..' or "
+                         "absolute path); pass sweep_dir= to put the sweep folder elsewhere")
 
 
 def check_reporter(reporter: Any) -> None:

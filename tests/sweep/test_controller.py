@@ -132,3 +132,24 @@ def test_an_adaptive_study_ranks_on_the_sweeps_to_error_and_logs_its_decisions(t
     stopped = {(s["size"], s["params"]) for s in saved["stopped"]}
     assert stopped == {(a, json.dumps({"hidden": 8})) for a in saved["chosen"]}
     assert result.law is not None and result.law.params["beta"] < 0
+
+
+def test_an_ok_record_without_a_numeric_best_value_is_reported_and_run_again(tmp_path):
+    plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
+    store = SweepStore(tmp_path)
+    launcher = InstantLauncher(store, lambda spec: 1.0 / spec.size)
+    analyse = lambda recs: SweepResult.from_records(recs, monitor="val_err", mode="min", bootstrap=0)  # noqa: E731
+    SweepController(plan, store, launcher=launcher, command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+                    probe=False, analyse=analyse, stream=io.StringIO()).run()
+    broken = plan.runs[0].run_id
+    record = json.loads(store.record_path(broken).read_text())
+    store.record_path(broken).write_text(json.dumps({**record, "best_value": None}))  # "ok", but no value
+    submitted: list[str] = []
+    launcher.submit = lambda job, submit=launcher.submit: (submitted.append(job.spec.run_id), submit(job))
+    out = io.StringIO()
+    result = SweepController(plan, store, launcher=launcher, command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+                             probe=False, analyse=analyse, stream=out).run()
+    assert submitted == [broken]  # run again, the others kept
+    assert f"ignoring {store.record_path(broken)}: status ok without a finite numeric best_value (got None)" \
+        in out.getvalue()
+    assert len(result.runs) == 4 and store.read_record(broken)["best_value"] == 1.0 / plan.runs[0].size

@@ -68,3 +68,16 @@ def test_the_analysis_uses_the_sweeps_monitor_mode_to_error_and_targets():
     result = opts.analyse(0)(recs)
     assert result.monitor == "val_acc" and result.targets == [5.0]
     assert result.law is not None and result.law.params["beta"] == pytest.approx(-0.3, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "..", "a/b", "a\\b", "/abs/sweep", " "])
+def test_a_name_cannot_leave_the_sweeps_root(tmp_path, monkeypatch, name):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    (work / "train.py").write_text("raise SystemExit('no run may start')\n")
+    with pytest.raises(ValueError, match=r"name=.* must be a plain folder name inside scaling_sweeps/.*sweep_dir="):
+        ScalingSweep(fractions=FRACTIONS, name=name)
+    with pytest.raises(ValueError, match=r"name=.* must be a plain folder name inside scaling_sweeps/.*sweep_dir="):
+        run_sweep("train.py", fractions=FRACTIONS, name=name)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "train.py"]

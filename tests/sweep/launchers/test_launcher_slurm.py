@@ -98,3 +98,25 @@ def test_submitit_local_executor_sweep_with_a_retry(tmp_path):
     assert "injected failure" in log and log.count("# submitted as job") == 2 and "submitit local job" in log
     assert any((folder / "submitit").iterdir())  # submitit's own files beside the sweep
     assert json.loads((folder / "result.json").read_text())["law"] is not None
+
+
+def test_job_ids_from_the_sweep_folder_are_validated_before_scancel(tmp_path, monkeypatch, capsys):
+    from lightning_scaling.sweep import SlurmLauncher
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancelled'}\n")
+    (bin_dir / "scancel").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    launcher = SlurmLauncher(gpus_per_run=0)
+    launcher._active_path = tmp_path / "active_jobs.json"
+    planted = ["--user=alice", "101; rm -rf ~", "-1", "", True, None, {"a": 1}, "1e5", "101_0", 102, "103+1"]
+    launcher._active_path.write_text(json.dumps({"jobs": planted}))
+    assert launcher.cancel_leftovers() == ["101_0", "102", "103+1"]
+    assert (tmp_path / "scancelled").read_text().split() == ["101_0", "102", "103+1"]
+    err = capsys.readouterr().err
+    assert "active_jobs.json holds values that are no SLURM job ids, not cancelled: '--user=alice'" in err
+    # nothing but ids: scancel is not run at all
+    (tmp_path / "scancelled").unlink()
+    launcher._active_path.write_text(json.dumps({"jobs": ["--user=alice", "--state=RUNNING"]}))
+    assert launcher.cancel_leftovers() == [] and not (tmp_path / "scancelled").exists()
