@@ -22,6 +22,7 @@ from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
+from lightning_scaling.sweep.lock import SweepLock
 from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
@@ -148,7 +149,16 @@ class SweepController:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> SweepResult:
-        """Run the sweep to the end (resuming what is on disk) and return its result."""
+        """Run the sweep to the end (resuming what is on disk) and return its result.
+
+        The controller holds the sweep folder's lock (:mod:`~lightning_scaling.sweep.lock`) from
+        before the probe to the end, also through Ctrl-C and errors: a second controller on the
+        folder stops at once, naming this one's host and process.
+        """
+        with SweepLock(self.store.root, log=self.log, error=SweepError):
+            return self._run_locked()
+
+    def _run_locked(self) -> SweepResult:
         self._check_plan()
         if self.adaptive is not None:
             return self._run_adaptive()
