@@ -100,3 +100,59 @@ def test_two_controllers_finding_one_stale_lock_do_not_both_win(tmp_path, dead_p
     finally:
         first.release()
     assert list(tmp_path.iterdir()) == []
+
+
+# a run without Lightning: it notes that it trained, then writes its record as the callback would
+FAKE_RUN = """
+import json, os, sys, time
+ctx = json.loads(os.environ["LIGHTNING_SCALING_RUN"])
+spec = ctx["spec"]
+with open(sys.argv[1], "a") as f:
+    f.write(spec["run_id"] + "\\n")
+time.sleep(1.0)
+rec = {"run_id": spec["run_id"], "attempt": ctx["attempt"], "launch": ctx["launch"], "status": "ok", "reason": None,
+       "fraction": None, "size": spec["size"], "params": {}, "seed": spec["seed"], "data_seed": spec["data_seed"],
+       "monitor": "val_err", "best_value": 3 * spec["size"] ** -0.5, "train_size": float(spec["size"])}
+os.makedirs(os.path.join(ctx["sweep_dir"], "runs"), exist_ok=True)
+with open(os.path.join(ctx["sweep_dir"], "runs", spec["run_id"] + ".json"), "w") as f:
+    json.dump(rec, f)
+"""
+
+CONTROLLER = """
+import sys
+from lightning_scaling import run_sweep
+from lightning_scaling.sweep.launchers import LocalLauncher
+run_sweep(sys.argv[1], args=[sys.argv[2]], sizes=[100, 200, 400, 800], monitor="val_err", probe=False,
+          sweep_dir=sys.argv[3], launcher=LocalLauncher(slots=1, fork_server=False), bootstrap=0)
+"""
+
+
+@pytest.mark.slow
+def test_two_controller_processes_on_one_folder_never_train_a_run_twice(tmp_path):
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE_RUN)
+
+    def start(name):
+        trained = tmp_path / f"{name}.trained"
+        cmd = [sys.executable, "-c", CONTROLLER, str(script), str(trained), str(tmp_path / name)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), trained
+
+    # the second starts while the first holds the folder: it stops at once, naming the first
+    first, trained = start("staggered")
+    deadline = time.time() + 120
+    while not (tmp_path / "staggered" / LOCK_FILE).exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second, _ = start("staggered")
+    out2, _ = second.communicate(timeout=120)
+    out1, _ = first.communicate(timeout=180)
+    assert first.returncode == 0, out1
+    assert second.returncode != 0 and f"in use by another controller: host {socket.gethostname()}, pid " \
+        f"{first.pid}" in out2, out2
+    assert sorted(trained.read_text().split()) == sorted({*trained.read_text().split()}) and \
+        len(trained.read_text().split()) == 4
+    # started together: whichever gets the folder trains every run, once
+    pair = [start("together"), start("together")]
+    outs = [proc.communicate(timeout=240)[0] for proc, _ in pair]
+    runs = pair[0][1].read_text().split()
+    assert len(runs) == len(set(runs)) == 4, outs
+    assert not (tmp_path / "together" / LOCK_FILE).exists()
