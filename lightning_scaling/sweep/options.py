@@ -9,6 +9,7 @@ means is documented on :class:`~lightning_scaling.ScalingSweep`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +99,14 @@ class SweepOptions:
                              "launcher object")
         check_reporter(reporter)
         check_name(name)
+        overrides = any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides
+        if overrides:
+            check_cli_values(plan.grid)
         return cls(
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
             size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
-            cli_overrides=any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides,
+            cli_overrides=overrides,
         )
 
     def analyse(self, bootstrap: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
@@ -128,6 +132,21 @@ def check_name(name: Any) -> None:
     if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute():
         raise ValueError(f"name={name!r} must be a plain folder name inside scaling_sweeps/ (no '/', '\\\\', '..' or "
                          "absolute path); pass sweep_dir= to put the sweep folder elsewhere")
+
+
+CLI_VALUE_LIMIT = 100_000
+"""The longest ``--key=value`` argument, in bytes, that ``cli_overrides`` passes (Linux refuses 128 KiB)."""
+
+
+def check_cli_values(grid: Mapping[str, Sequence[Any]]) -> None:
+    """Every dotted grid value fits in one command-line argument (``cli_overrides``); else a ValueError naming it."""
+    for key, values in grid.items():
+        for v in values if "." in key else ():
+            size = len(f"--{key}={v if isinstance(v, str) else json.dumps(v)}".encode())
+            if size > CLI_VALUE_LIMIT:
+                raise ValueError(f"grid[{key!r}] has a value of {size} bytes, too long for the command-line argument "
+                                 f"cli_overrides passes (at most {CLI_VALUE_LIMIT}); pass a shorter value (a file "
+                                 "path, a name) or cli_overrides=False and read it with current_run().param()")
 
 
 def check_reporter(reporter: Any) -> None:
