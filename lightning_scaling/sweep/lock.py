@@ -172,7 +172,8 @@ class SweepLock:
         if holder.get("token") in _HELD:
             return None
         pid, same_host = holder.get("pid"), holder.get("host") == socket.gethostname()
-        if same_host and isinstance(pid, int) and (pid == os.getpid() or not _pid_alive(pid)):
+        # kill(0) or kill(-1) would ask about a group, not a process
+        if same_host and type(pid) is int and pid > 0 and (pid == os.getpid() or not _pid_alive(pid)):
             return f"its controller (pid {pid} on this host) is gone"
         if age > self.lease:
             return (f"its controller (host {holder.get('host')}, pid {pid}) has not refreshed it for {age:.0f} s "

@@ -156,3 +156,14 @@ def test_two_controller_processes_on_one_folder_never_train_a_run_twice(tmp_path
     runs = pair[0][1].read_text().split()
     assert len(runs) == len(set(runs)) == 4, outs
     assert not (tmp_path / "together" / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("pid", [0, -1, True, "123", None])
+def test_a_lock_with_no_usable_pid_is_judged_by_its_lease(tmp_path, pid):
+    path = _plant(tmp_path, pid=pid)
+    with pytest.raises(SweepLockedError, match="in use by another controller"):
+        SweepLock(tmp_path, lease=60).acquire()
+    old = time.time() - 90
+    os.utime(path, (old, old))
+    with SweepLock(tmp_path, lease=60, log=lambda m: None) as lock:
+        assert json.loads(lock.path.read_text())["token"] == lock.token
