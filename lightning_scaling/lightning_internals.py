@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import pickle
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -267,11 +268,21 @@ def continue_from_checkpoint(trainer: Any, checkpoint: str, namespace: ModuleTyp
     def restore_rung(checkpoint_path: Any = None, *args: Any, **kwargs: Any) -> None:
         if checkpoint_path is None:  # the user's own fit(ckpt_path=...) wins
             checkpoint_path = checkpoint
-            # our own checkpoint holds optimiser state and hyperparameters, not only tensors
+            # the sweep folder is untrusted input (docs/sweep-folder.md): a rung's checkpoint (tensors, loop and
+            # callback state, plain hyperparameters) loads without unpickling code; a planted pickle is refused
             if args and args[0] is None:
-                args = (False, *args[1:])
+                args = (True, *args[1:])
             elif not args and kwargs.get("weights_only") is None and accepts(restore, "weights_only"):
-                kwargs["weights_only"] = False
+                kwargs["weights_only"] = True
+            try:
+                restore(checkpoint_path, *args, **kwargs)
+            except pickle.UnpicklingError as exc:
+                raise SweepError(
+                    f"the adaptive rung checkpoint {checkpoint} holds objects that loading with weights_only=True "
+                    f"refuses ({str(exc).splitlines()[0]}); the sweep folder is untrusted input, so such checkpoints "
+                    "are not unpickled. Keep the hyperparameters plain values (save_hyperparameters(ignore=[...])), "
+                    "or delete the file to train the rung from scratch") from None
+            return
         restore(checkpoint_path, *args, **kwargs)
 
     conn._restore_modules_and_callbacks = restore_rung

@@ -132,3 +132,44 @@ def test_a_lightning_without_the_private_names_gets_the_fallbacks(tmp_path, monk
     # the state key: Lightning's own, else the same format
     assert state_key_of(pl.Callback(), monitor="val_err") == "Callback{'monitor': 'val_err'}"
     assert state_key_of(SimpleNamespace(), monitor="val_err") == "SimpleNamespace{'monitor': 'val_err'}"
+
+
+class _Payload:
+    """Unpickling it creates a file: the stand-in for a command a planted checkpoint would run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.slow
+def test_a_rung_checkpoint_loads_weights_only_and_a_planted_pickle_is_not_executed(tmp_path):
+    torch.set_num_threads(1)
+
+    class Model(IndexRecorder):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_err", batch.float().mean() / 100)
+
+    def trainer(epochs):
+        return pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tmp_path)
+
+    first = trainer(1)
+    first.fit(Model(), datamodule=IndexDataModule(n=16))
+    rung = tmp_path / "checkpoints" / "run_r0.ckpt"
+    first.save_checkpoint(rung)
+    # a checkpoint Lightning wrote (weights, optimiser, loops, callbacks) continues with weights_only=True
+    second = trainer(2)
+    continue_from_checkpoint(second, str(rung), pl)
+    second.fit(Model(), datamodule=IndexDataModule(n=16))
+    assert second.current_epoch == 2 and second.global_step == 2 * first.global_step
+    # a pickle planted in the sweep folder under a rung's name is refused, not run
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, rung)
+    third = trainer(2)
+    continue_from_checkpoint(third, str(rung), pl)
+    with pytest.raises(SweepError, match=r"run_r0.ckpt holds objects .* weights_only=True"):
+        third.fit(Model(), datamodule=IndexDataModule(n=16))
+    assert not marker.exists()

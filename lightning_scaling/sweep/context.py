@@ -2,7 +2,8 @@
 
 The controller starts each run as a fresh process of the user's own script, with the run's spec
 in the environment variable ``LIGHTNING_SCALING_RUN`` (the way Lightning's DDP launcher tells its
-children their rank). :func:`current_run` reads it; without it the process is the controller.
+children their rank; a very long spec is in a file the variable names). :func:`current_run` reads
+it; without it the process is the controller.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lightning_scaling.sweep.plan import RunSpec
+from lightning_scaling.sweep.store import atomic_write_json
 
-__all__ = ["ENV_RUN", "RunContext", "current_run"]
+__all__ = ["ENV_LIMIT", "ENV_RUN", "RunContext", "current_run"]
 
 ENV_RUN = "LIGHTNING_SCALING_RUN"
+ENV_LIMIT = 32_768
+"""The longest ``LIGHTNING_SCALING_RUN`` value, in bytes, kept in the environment (a longer spec goes to a file)."""
 _MISSING = object()
 _seeded: set[str] = set()
 
@@ -95,9 +100,19 @@ class RunContext:
         return self.spec.seed
 
     def to_env(self) -> str:
+        """The value of ``LIGHTNING_SCALING_RUN`` for this run. A spec longer than :data:`ENV_LIMIT` bytes
+        (very long grid values) goes to ``<sweep_dir>/specs/<run_id>.json`` and the variable names that
+        file: Linux refuses to start a process with one variable over 128 KiB (``Argument list too long``)."""
         assert self.spec is not None
-        return json.dumps({"spec": self.spec.to_dict(), "sweep_dir": self.sweep_dir, "attempt": self.attempt,
-                           "probe": self.probe, "launch": self.launch})
+        spec = self.spec.to_dict()
+        ctx: dict[str, Any] = {"spec": spec, "sweep_dir": self.sweep_dir, "attempt": self.attempt,
+               "probe": self.probe, "launch": self.launch}
+        text = json.dumps(ctx)
+        if len(text.encode()) <= ENV_LIMIT or not self.sweep_dir:
+            return text
+        path = Path(self.sweep_dir) / "specs" / f"{self.spec.run_id}.json"
+        atomic_write_json(path, spec)
+        return json.dumps({**ctx, "spec": None, "spec_file": str(path.resolve())})
 
 
 def current_run() -> RunContext:
@@ -110,9 +125,19 @@ def current_run() -> RunContext:
         return RunContext()
     try:
         data = json.loads(raw)
+        if data.get("spec_file"):  # a spec too long for the environment (RunContext.to_env)
+            data["spec"] = _read_spec(Path(data["spec_file"]))
         return RunContext(spec=RunSpec.from_dict(data["spec"]), sweep_dir=data.get("sweep_dir"),
                           attempt=int(data.get("attempt", 1)), probe=bool(data.get("probe", False)),
                           launch=str(data.get("launch", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{ENV_RUN} is set but is not a lightning-scaling run spec ({exc}); unset it to run "
                            "this script as the controller") from None
+
+
+def _read_spec(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuntimeError(f"{ENV_RUN} names the run's spec file {path}, which this process cannot read ({exc}); "
+                           "the sweep folder must be on storage the runs can read") from None

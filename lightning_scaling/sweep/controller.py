@@ -21,6 +21,7 @@ from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
+from lightning_scaling.sweep.lock import SweepLock
 from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.progress import Progress, format_duration
@@ -146,11 +147,21 @@ class SweepController:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> SweepResult:
-        """Run the sweep to the end (resuming what is on disk) and return its result."""
+        """Run the sweep to the end (resuming what is on disk) and return its result.
+
+        The controller holds the sweep folder's lock (:mod:`~lightning_scaling.sweep.lock`) from
+        before the probe to the end, also through Ctrl-C and errors: a second controller on the
+        folder stops at once, naming this one's host and process.
+        """
+        with SweepLock(self.store.root, log=self.log, error=SweepError):
+            return self._run_locked()
+
+    def _run_locked(self) -> SweepResult:
         self._check_plan()
         if self.adaptive is not None:
             return self._run_adaptive()
         records = self.store.records()
+        self._tell_rejected()
         # kept in memory so reporting a finished run does not re-read every record from disk
         self._records = {k: r for k, r in records.items() if k in self._planned_ids}
         self._tracker.cost.learn(self._records.values())  # a resumed study prices its runs from the finished ones
@@ -246,6 +257,7 @@ class SweepController:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
             while True:
                 records = self.store.records()
+                self._tell_rejected()
                 # the result's own fit (computed only when a decision needs it): the interval decided on is the
                 # one reported
                 decision = state.decide(records, str(self.store.root), partial(state.law, records, self.analyse),
@@ -277,6 +289,10 @@ class SweepController:
         self._records[record["run_id"]] = record
         if self.reporter is not None:
             self.reporter.update(list(self._records.values()))
+
+    def _tell_rejected(self) -> None:
+        for line in self.store.new_problems():
+            self.log(line)
 
     def _close_reporter(self) -> None:
         if self.reporter is not None:
@@ -330,7 +346,8 @@ class SweepController:
                     self._progress(total)
                     self._keep(rec)
                     continue
-                reason, alone = self.scheduler.failure(job, rc, rec.get("reason") if fresh and rec else None)
+                given = rec.get("reason") if fresh and rec else self.store.rejected.get(job.spec.run_id)
+                reason, alone = self.scheduler.failure(job, rc, given)
                 failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
                 if job.attempt <= self.max_retries or alone:
                     self.log(f"failed (attempt {job.attempt}, retrying): {job.spec.run_id}: {reason.splitlines()[0]}")

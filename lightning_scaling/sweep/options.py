@@ -9,6 +9,7 @@ means is documented on :class:`~lightning_scaling.ScalingSweep`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +106,15 @@ class SweepOptions:
         check_reporter(reporter)
         runs_per_device = check_runs_per_device(runs_per_device)
         run_timeout = check_run_timeout(run_timeout)
+        check_name(name)
+        overrides = any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides
+        if overrides:
+            check_cli_values(plan.grid)
         return cls(
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
             size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
-            cli_overrides=any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides,
+            cli_overrides=overrides,
             runs_per_device=runs_per_device, run_timeout=run_timeout,
         )
 
@@ -117,6 +122,40 @@ class SweepOptions:
         """The study's analysis of its records (``bootstrap`` replicates): its monitor, mode, to_error, targets."""
         return analysis(monitor=self.plan.monitor, mode=self.plan.mode, to_error_fn=self.to_error,
                         bootstrap=bootstrap, targets=self.targets)
+
+
+def check_name(name: Any) -> None:
+    """``None`` or a sweep name that stays inside the sweeps root: one path component (``name=`` becomes
+    ``scaling_sweeps/<name>``); else a ValueError naming it.
+
+    >>> check_name("../../escaped")
+    Traceback (most recent call last):
+    ...
+    ValueError: name='../../escaped' must be a plain folder name inside scaling_sweeps/ (no '/', ...
+    """
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+    # both separators on every OS: a sweep folder may be shared between Linux and Windows machines
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise ValueError(f"name={name!r} must be a plain folder name inside scaling_sweeps/ (no '/', '\\\\', '..' or "
+                         "absolute path); pass sweep_dir= to put the sweep folder elsewhere")
+
+
+CLI_VALUE_LIMIT = 100_000
+"""The longest ``--key=value`` argument, in bytes, that ``cli_overrides`` passes (Linux refuses 128 KiB)."""
+
+
+def check_cli_values(grid: Mapping[str, Sequence[Any]]) -> None:
+    """Every dotted grid value fits in one command-line argument (``cli_overrides``); else a ValueError naming it."""
+    for key, values in grid.items():
+        for v in values if "." in key else ():
+            size = len(f"--{key}={v if isinstance(v, str) else json.dumps(v)}".encode())
+            if size > CLI_VALUE_LIMIT:
+                raise ValueError(f"grid[{key!r}] has a value of {size} bytes, too long for the command-line argument "
+                                 f"cli_overrides passes (at most {CLI_VALUE_LIMIT}); pass a shorter value (a file "
+                                 "path, a name) or cli_overrides=False and read it with current_run().param()")
 
 
 def check_reporter(reporter: Any) -> None:

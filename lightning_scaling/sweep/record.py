@@ -15,6 +15,7 @@ keys (a test checks that the two agree).
 
 # no ``from __future__ import annotations``: TypedDict reads ``Required[...]`` from evaluated annotations
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ __all__ = [
     "build_record",
     "grid_key",
     "record_amount",
+    "record_problem",
 ]
 
 OK = "ok"
@@ -205,3 +207,32 @@ def grid_key(params: Mapping[str, Any] | None) -> str:
     ('{"hidden": 64, "lr": 0.1}', '{}')
     """
     return json.dumps(dict(sorted((params or {}).items())), sort_keys=True)
+
+
+def record_problem(record: Any, file_stem: str | None = None) -> str | None:
+    """What makes ``record`` (read back from ``runs/<file_stem>.json``) unusable, or ``None`` for a sound one.
+
+    The sweep folder is untrusted input: a record is used only if it is a JSON object with a string
+    ``run_id`` (its file's name), a known ``status``, and, when ``ok``, a finite numeric ``best_value``
+    (without one it would silently drop out of the laws and never be run again).
+
+    >>> record_problem({"run_id": "a", "status": "ok", "best_value": None}, "a")
+    'status ok without a finite numeric best_value (got None)'
+    """
+    if not isinstance(record, dict):
+        return f"not a JSON object (a {type(record).__name__})"
+    run_id = record.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        return f"run_id is not a non-empty string (got {run_id!r})"
+    if file_stem is not None and run_id != file_stem:
+        return f"run_id {run_id!r} is not the file's name {file_stem!r}"
+    status = record.get("status")
+    if status not in RECORDED:
+        return f"status {status!r} is none of {', '.join(RECORDED)}"
+    best = record.get("best_value")
+    finite = isinstance(best, int | float) and not isinstance(best, bool) and math.isfinite(best)
+    if status == OK and not finite:
+        return f"status ok without a finite numeric best_value (got {best!r})"
+    if not isinstance(record.get("params", {}), dict):
+        return f"params is not an object (got {record.get('params')!r})"
+    return None

@@ -24,9 +24,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_scaling.sweep.record import OK, RunRecord
+from lightning_scaling.sweep.record import OK, RunRecord, record_problem
 
-__all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "json_default", "read_json"]
+__all__ = ["SweepStore", "atomic_write_json", "atomic_write_text", "current_umask", "json_default", "read_json"]
 
 
 def atomic_write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
@@ -39,6 +39,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 and the rename keeps it: give the file the mode open() would (the umask's)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -47,6 +50,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where the OS says it (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # elsewhere set and restore it (a thread creating a file in between gets 0o077 at worst: never laxer)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def json_default(o: Any) -> Any:
@@ -65,6 +83,9 @@ class SweepStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: the record files the last reads ignored, and why (:func:`~lightning_scaling.sweep.record.record_problem`)
+        self.rejected: dict[str, str] = {}
+        self._told: set[tuple[str, str]] = set()
 
     @property
     def plan_path(self) -> Path:
@@ -91,7 +112,27 @@ class SweepStore:
         atomic_write_json(self.plan_path, plan)
 
     def read_record(self, run_id: str) -> dict[str, Any] | None:
-        return read_json(self.record_path(run_id))
+        """The run's record; ``None`` when it has none or its record is unusable (noted in :attr:`rejected`)."""
+        return self._checked(self.record_path(run_id))
+
+    def _checked(self, path: Path) -> dict[str, Any] | None:
+        # the sweep folder is untrusted input: a record that breaks the schema is ignored, so its run runs again
+        rec = read_json(path)
+        problem = None if rec is None else record_problem(rec, path.stem)
+        if problem is None:
+            self.rejected.pop(path.stem, None)
+            return rec
+        self.rejected[path.stem] = problem
+        return None
+
+    def new_problems(self) -> list[str]:
+        """One line per unusable record not yet told (the controller logs them once)."""
+        out = []
+        for run_id, problem in sorted(self.rejected.items()):
+            if (run_id, problem) not in self._told:
+                self._told.add((run_id, problem))
+                out.append(f"ignoring {self.record_path(run_id)}: {problem}; the run is run again")
+        return out
 
     def write_record(self, record: RunRecord | Mapping[str, Any]) -> None:
         atomic_write_json(self.record_path(record["run_id"]), record)
@@ -100,8 +141,8 @@ class SweepStore:
         """Every record on disk, by run id (also those of runs no longer planned)."""
         out = {}
         for p in sorted((self.root / "runs").glob("*.json")):
-            rec = read_json(p)
-            if rec is not None and "run_id" in rec:
+            rec = self._checked(p)
+            if rec is not None:
                 out[rec["run_id"]] = rec
         return out
 
@@ -130,12 +171,20 @@ def fitted_records(records: Mapping[str, Mapping[str, Any]], planned: Collection
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's content, ``None`` if it does not exist, a clear error if it is not JSON."""
+    """A JSON object file's content, ``None`` if it does not exist, a clear error naming it if it is not UTF-8
+    JSON holding an object."""
     try:
         with path.open(encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove it and run "
+                         "again") from None
     except json.JSONDecodeError as exc:
         # atomic writes never leave this; a hand-edited file does: say which, do not guess
         raise ValueError(f"{path} is not valid JSON ({exc}); fix or remove it and run again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object (it holds a {type(data).__name__}); fix or remove it and run "
+                         "again")
+    return data

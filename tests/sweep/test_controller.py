@@ -132,3 +132,65 @@ def test_an_adaptive_study_ranks_on_the_sweeps_to_error_and_logs_its_decisions(t
     stopped = {(s["size"], s["params"]) for s in saved["stopped"]}
     assert stopped == {(a, json.dumps({"hidden": 8})) for a in saved["chosen"]}
     assert result.law is not None and result.law.params["beta"] < 0
+
+
+def test_an_ok_record_without_a_numeric_best_value_is_reported_and_run_again(tmp_path):
+    plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
+    store = SweepStore(tmp_path)
+    launcher = InstantLauncher(store, lambda spec: 1.0 / spec.size)
+    analyse = lambda recs: SweepResult.from_records(recs, monitor="val_err", mode="min", bootstrap=0)  # noqa: E731
+    SweepController(plan, store, launcher=launcher, command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+                    probe=False, analyse=analyse, stream=io.StringIO()).run()
+    broken = plan.runs[0].run_id
+    record = json.loads(store.record_path(broken).read_text())
+    store.record_path(broken).write_text(json.dumps({**record, "best_value": None}))  # "ok", but no value
+    submitted: list[str] = []
+    launcher.submit = lambda job, submit=launcher.submit: (submitted.append(job.spec.run_id), submit(job))
+    out = io.StringIO()
+    result = SweepController(plan, store, launcher=launcher, command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+                             probe=False, analyse=analyse, stream=out).run()
+    assert submitted == [broken]  # run again, the others kept
+    assert f"ignoring {store.record_path(broken)}: status ok without a finite numeric best_value (got None)" \
+        in out.getvalue()
+    assert len(result.runs) == 4 and store.read_record(broken)["best_value"] == 1.0 / plan.runs[0].size
+
+
+def test_a_second_controller_on_the_folder_stops_at_once_and_no_run_trains_twice(tmp_path):
+    import os
+    import socket
+    import threading
+
+    import pytest
+
+    from lightning_scaling.sweep import SweepError
+
+    plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
+    trained: list[str] = []
+    holding, go_on = threading.Event(), threading.Event()
+
+    class Slow(InstantLauncher):
+        def submit(self, job):
+            trained.append(job.spec.run_id)
+            holding.set()
+            go_on.wait(30)  # the first controller is mid-study while the second one starts
+            super().submit(job)
+
+    def controller(launcher_cls):
+        store = SweepStore(tmp_path)
+        return SweepController(plan, store, launcher=launcher_cls(store, lambda s: 1.0 / s.size),
+                               command=[sys.executable, "train.py"], probe=False, stream=io.StringIO(),
+                               analyse=lambda recs: SweepResult.from_records(recs, monitor="val_err", mode="min",
+                                                                             bootstrap=0))
+
+    first = threading.Thread(target=controller(Slow).run)
+    first.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(SweepError, match=f"in use by another controller: host {socket.gethostname()}, "
+                                             f"pid {os.getpid()}"):
+            controller(InstantLauncher).run()
+    finally:
+        go_on.set()
+        first.join(60)
+    assert sorted(trained) == sorted(s.run_id for s in plan.runs)  # each run once, by the first controller
+    assert controller(InstantLauncher).run().runs and sorted(trained) == sorted(s.run_id for s in plan.runs)

@@ -68,3 +68,26 @@ def test_the_analysis_uses_the_sweeps_monitor_mode_to_error_and_targets():
     result = opts.analyse(0)(recs)
     assert result.monitor == "val_acc" and result.targets == [5.0]
     assert result.law is not None and result.law.params["beta"] == pytest.approx(-0.3, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "..", "a/b", "a\\b", "/abs/sweep", " "])
+def test_a_name_cannot_leave_the_sweeps_root(tmp_path, monkeypatch, name):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    (work / "train.py").write_text("raise SystemExit('no run may start')\n")
+    with pytest.raises(ValueError, match=r"name=.* must be a plain folder name inside scaling_sweeps/.*sweep_dir="):
+        ScalingSweep(fractions=FRACTIONS, name=name)
+    with pytest.raises(ValueError, match=r"name=.* must be a plain folder name inside scaling_sweeps/.*sweep_dir="):
+        run_sweep("train.py", fractions=FRACTIONS, name=name)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "train.py"]
+
+
+def test_a_grid_value_too_long_for_a_command_line_argument_is_refused_with_cli_overrides():
+    long = "x" * 200_000
+    with pytest.raises(ValueError, match=r"grid\['model.tag'\] has a value of 200012 bytes.*cli_overrides=False"):
+        SweepOptions.build(**{**DEFAULTS, "fractions": FRACTIONS, "grid": {"model.tag": [long]}})
+    # without cli_overrides the value reaches the run through its spec (a file when long): no limit
+    opts = SweepOptions.build(**{**DEFAULTS, "fractions": FRACTIONS, "grid": {"model.tag": [long]},
+                                 "cli_overrides": False})
+    assert opts.plan.runs[0].params["model.tag"] == long

@@ -37,8 +37,33 @@ from lightning_scaling.sweep.launchers.base import (
 )
 from lightning_scaling.sweep.store import atomic_write_json, read_json
 
-__all__ = ["SlurmLauncher", "parse_time"]
+__all__ = ["SlurmLauncher", "parse_time", "slurm_job_ids"]
 
+
+
+# a job, an array task or a heterogeneous component: 123, 123_4, 123+1 (what submitit's job_id holds)
+_SLURM_ID = re.compile(r"[0-9]{1,20}(?:[_+][0-9]{1,10})?")
+
+
+def slurm_job_ids(values: Any, source: Path) -> list[str]:
+    """The SLURM job ids among ``values`` (read from ``source``, the untrusted sweep folder): anything else,
+    an option such as ``--user=alice`` included, never reaches ``scancel`` and is named on stderr.
+
+    >>> slurm_job_ids(["101_0", 102, "--user=alice"], Path("active_jobs.json"))
+    ['101_0', '102']
+    """
+    ids: list[str] = []
+    bad: list[Any] = []
+    for value in values if isinstance(values, list) else [values]:
+        text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+        if _SLURM_ID.fullmatch(text):
+            ids.append(text)
+        else:
+            bad.append(value)
+    if bad:
+        print(f"[lightning-scaling] {source} holds values that are no SLURM job ids, not cancelled: "
+              f"{', '.join(map(repr, bad))[:300]}", file=sys.stderr, flush=True)
+    return ids
 
 
 def _import_submitit() -> Any:
@@ -266,7 +291,7 @@ class SlurmLauncher:
         if self._active_path is None or self.cluster != "slurm":
             return []
         with contextlib.suppress(ValueError):
-            ids = [str(j) for j in (read_json(self._active_path) or {}).get("jobs", [])]
+            ids = slurm_job_ids((read_json(self._active_path) or {}).get("jobs", []), self._active_path)
             if ids:
                 with contextlib.suppress(OSError, subprocess.SubprocessError):
                     subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)

@@ -65,14 +65,19 @@ def test_slurm_checkpoint_stops_the_run_and_resubmits_the_same_call():
             proc.kill()
 
 
-def test_slurm_restarted_controller_cancels_the_jobs_an_earlier_one_left(tmp_path, monkeypatch):
-    from lightning_scaling.sweep import SlurmLauncher
-
+@pytest.fixture
+def fake_scancel(tmp_path, monkeypatch):
+    """A ``scancel`` on PATH that notes its arguments in ``tmp_path/scancelled``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scancelled'}\n")
     (bin_dir / "scancel").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_restarted_controller_cancels_the_jobs_an_earlier_one_left(tmp_path, fake_scancel):
+    from lightning_scaling.sweep import SlurmLauncher
+
     launcher = SlurmLauncher(gpus_per_run=0)
     assert launcher.cancel_leftovers() == []  # no folder yet: nothing to read
     launcher._active_path = tmp_path / "active_jobs.json"
@@ -98,3 +103,20 @@ def test_submitit_local_executor_sweep_with_a_retry(tmp_path):
     assert "injected failure" in log and log.count("# submitted as job") == 2 and "submitit local job" in log
     assert any((folder / "submitit").iterdir())  # submitit's own files beside the sweep
     assert json.loads((folder / "result.json").read_text())["law"] is not None
+
+
+def test_job_ids_from_the_sweep_folder_are_validated_before_scancel(tmp_path, fake_scancel, capsys):
+    from lightning_scaling.sweep import SlurmLauncher
+
+    launcher = SlurmLauncher(gpus_per_run=0)
+    launcher._active_path = tmp_path / "active_jobs.json"
+    planted = ["--user=alice", "101; rm -rf ~", "-1", "", True, None, {"a": 1}, "1e5", "101_0", 102, "103+1"]
+    launcher._active_path.write_text(json.dumps({"jobs": planted}))
+    assert launcher.cancel_leftovers() == ["101_0", "102", "103+1"]
+    assert (tmp_path / "scancelled").read_text().split() == ["101_0", "102", "103+1"]
+    err = capsys.readouterr().err
+    assert "active_jobs.json holds values that are no SLURM job ids, not cancelled: '--user=alice'" in err
+    # nothing but ids: scancel is not run at all
+    (tmp_path / "scancelled").unlink()
+    launcher._active_path.write_text(json.dumps({"jobs": ["--user=alice", "--state=RUNNING"]}))
+    assert launcher.cancel_leftovers() == [] and not (tmp_path / "scancelled").exists()
