@@ -93,6 +93,11 @@ class ScalingSweep(Callback):
             tolerance=0.2, budget=...)``: successive halving over the grid at each size, and data sizes
             chosen one at a time among ``fractions``/``sizes`` until the target's interval is tight enough
             or the budget is spent (:mod:`lightning_scaling.sweep.adaptive`).
+        reuse_changed: on a rerun, reuse the finished runs even though the script, its arguments, the
+            Trainer settings, the hyperparameters or the versions changed since they ran (their
+            fingerprint, :mod:`lightning_scaling.sweep.fingerprint`). By default the sweep stops before
+            any run and shows what changed; pass ``True`` only for a change that does not matter (a
+            logging flag), else start a new study with another ``name=`` or ``sweep_dir=``.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -125,6 +130,7 @@ class ScalingSweep(Callback):
         targets: Sequence[float] = (),
         reporter: WandbReporter | bool | None = None,
         strategy: str | Adaptive = "grid",
+        reuse_changed: bool = False,
     ) -> None:
         super().__init__()
         # checked here, when the script builds the callback, not minutes later when fit starts; the same
@@ -133,7 +139,8 @@ class ScalingSweep(Callback):
             fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode, to_error=to_error,
             data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
             launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
-            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy)
+            cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
+            reuse_changed=reuse_changed)
         self.plan = self.options.plan
         self.adaptive = self.options.adaptive
         self.cli_overrides = self.options.cli_overrides

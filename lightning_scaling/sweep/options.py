@@ -48,6 +48,7 @@ class SweepOptions:
     bootstrap: int
     targets: list[float]
     reporter: Any
+    reuse_changed: bool = False
 
     @classmethod
     def build(
@@ -75,6 +76,7 @@ class SweepOptions:
         targets: Sequence[float],
         reporter: Any,
         strategy: str | Adaptive,
+        reuse_changed: bool = False,
     ) -> SweepOptions:
         """Check every argument (a ValueError or TypeError naming it and the fix) and resolve the defaults.
 
@@ -97,7 +99,10 @@ class SweepOptions:
             raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                              "launcher object")
         check_reporter(reporter)
+        if not isinstance(reuse_changed, bool):
+            raise TypeError(f"reuse_changed must be True or False, got {reuse_changed!r}")
         return cls(
+            reuse_changed=reuse_changed,
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
             size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
@@ -125,4 +130,5 @@ DEFAULTS: dict[str, Any] = {
     "to_error": None, "data_seed": 0, "sweep_dir": None, "name": None, "slots": None, "devices_per_slot": 1,
     "launcher": None, "max_retries": 1, "size_fn": None, "size_unit": "samples", "probe": True,
     "cli_overrides": None, "bootstrap": 1000, "targets": (), "reporter": None, "strategy": "grid",
+    "reuse_changed": False,
 }

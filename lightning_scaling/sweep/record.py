@@ -130,6 +130,8 @@ class RunRecord(TypedDict, total=False):
     checkpoint: str
     #: list of strings: failed runs: the reason of every attempt
     attempts: list[str]
+    #: object: what decides the result beyond size, grid point and seed (:mod:`~lightning_scaling.sweep.fingerprint`)
+    fingerprint: dict[str, Any]
 
 
 RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)
