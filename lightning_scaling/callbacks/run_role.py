@@ -14,8 +14,8 @@ import math
 import os
 import platform
 import socket
-import time
 import sys
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,9 +57,8 @@ TRAINER_SETTINGS = (
 
 def run_fingerprint(trainer: pl.Trainer, grid: Sequence[str], namespace: ModuleType) -> dict[str, Any]:
     """This run's :mod:`~lightning_scaling.sweep.fingerprint`, read before the sweep changes any Trainer limit."""
-    from lightning_scaling.data import DataFraction
-
     import __main__
+    from lightning_scaling.data import DataFraction
 
     path = getattr(__main__, "__file__", None) or (sys.argv[0] if sys.argv else None)
     script = Path(path).read_bytes() if path and Path(path).is_file() else None
@@ -69,8 +68,9 @@ def run_fingerprint(trainer: pl.Trainer, grid: Sequence[str], namespace: ModuleT
     dm = getattr(trainer, "datamodule", None)
     if isinstance(dm, DataFraction):
         dm = dm.datamodule
+    args = fingerprint.strip_sweep_args(sys.argv[1:], grid)
     return fingerprint.make_fingerprint(
-        script=script, args=fingerprint.strip_sweep_args(sys.argv[1:], grid), trainer=settings,
+        script=script, args=args, files=fingerprint.arg_files(args), trainer=settings,
         model=dict(getattr(trainer.lightning_module, "hparams", None) or {}),
         datamodule=dict(getattr(dm, "hparams", None) or {}),
         versions={k: v for k, v in versions(namespace).items() if k != "python"})

@@ -82,7 +82,9 @@ class ScalingSweep(Callback):
         size_fn: size of one training sample in your unit (e.g. its token count), when the callback
             wraps the training data itself (with :class:`~lightning_scaling.DataFraction`, set it there).
         size_unit: the name of that unit (``"tokens"``); the x-axis of the fitted curves.
-        probe: run one batch first, to check the script and the monitor key before the study.
+        probe: run one batch first, to check the script and the monitor key before the study. On a
+            rerun over finished runs the probe runs whatever this says: it checks their fingerprint
+            (see ``reuse_changed``).
         cli_overrides: pass dotted grid keys as CLI arguments (default: when any key is dotted).
         bootstrap: bootstrap replicates of the fitted laws' intervals.
         targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).

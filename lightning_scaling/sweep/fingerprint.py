@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "GRID_PARTS",
     "REFUSED",
     "REUSE_ARGUMENT",
+    "arg_files",
     "check",
     "compact",
     "diff",
@@ -100,6 +102,7 @@ def make_fingerprint(
     model: Mapping[str, Any],
     datamodule: Mapping[str, Any],
     versions: Mapping[str, str],
+    files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A run's fingerprint: each part small enough to be shown, or a short hash of it.
 
@@ -110,6 +113,7 @@ def make_fingerprint(
         model: the LightningModule's hyperparameters.
         datamodule: the DataModule's hyperparameters (the user's one, inside a ``DataFraction``).
         versions: the versions of torch, Lightning and this package.
+        files: short hashes of the files the arguments name (a LightningCLI ``--config``), :func:`arg_files`.
     """
     return {
         "script": short_hash(script) if script is not None else None,
@@ -118,6 +122,7 @@ def make_fingerprint(
         "model": {str(k): compact(v) for k, v in sorted(model.items())},
         "datamodule": {str(k): compact(v) for k, v in sorted(datamodule.items())},
         "versions": {str(k): str(v) for k, v in sorted(versions.items())},
+        "files": dict(sorted((files or {}).items())),
     }
 
 
@@ -127,8 +132,20 @@ def strip_sweep_args(argv: Sequence[str], grid: Iterable[str]) -> list[str]:
     >>> strip_sweep_args(["fit", "--model.hidden=8", "--seed_everything=1", "--lr=0.1"], ["model.hidden"])
     ['fit', '--lr=0.1']
     """
-    prefixes = tuple(f"--{k}=" for k in grid if "." in k) + ("--seed_everything=",)
+    prefixes = (*(f"--{k}=" for k in grid if "." in k), "--seed_everything=")
     return [a for a in argv if not a.startswith(prefixes)]
+
+
+def arg_files(args: Sequence[str]) -> dict[str, str]:
+    """Short hashes of the files named by ``args`` (``--config c.yaml``, ``--config=c.yaml``): their content
+    decides the run as much as the arguments do."""
+    out = {}
+    for a in args:
+        path = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+        if path and os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[path] = short_hash(f.read())
+    return out
 
 
 def flatten(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,7 +244,9 @@ def refusal(changes: Sequence[str]) -> str:
 
 def refused(record: Mapping[str, Any] | None) -> bool:
     """Whether a record (or ``probe.json``) is that of a run that refused to train on changed settings."""
-    return bool(record) and record.get("status") == FAILED and str(record.get("reason") or "").startswith(REFUSED)
+    if not record:
+        return False
+    return record.get("status") == FAILED and str(record.get("reason") or "").startswith(REFUSED)
 
 
 def legacy_note(records: Iterable[Mapping[str, Any]]) -> str | None:

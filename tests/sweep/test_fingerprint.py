@@ -9,6 +9,7 @@ import json
 import sys
 
 import pytest
+from helpers.fake_launchers import InstantSlot
 
 from lightning_scaling.sweep import SweepPlan, SweepResult, SweepStore, fingerprint
 from lightning_scaling.sweep.controller import PROBE_ID, SweepController, SweepError
@@ -21,17 +22,13 @@ def fp(max_steps=200, lr=0.02, hidden=32, script=b"train()", args=("--root", "x"
                                         versions={"torch": "2.4.0", "lightning_scaling": "0.3.0"})
 
 
-class FakeRuns:
+class FakeRuns(InstantSlot):
     """One slot; a run (or the probe) compares ``own(spec)`` with the expectation in its environment and
     either refuses (a failed record, as RunRole writes it) or finishes at once with that fingerprint."""
 
-    capacity = 1
-
     def __init__(self, store, own):
-        self.store, self.own, self.jobs, self.started = store, own, [], []
-
-    def describe(self):
-        return "fake runs"
+        super().__init__(store)
+        self.own, self.started = own, []
 
     def submit(self, job):
         s = job.spec
@@ -47,20 +44,7 @@ class FakeRuns:
                                      "size": s.size, "fraction": None, "train_size": float(s.size),
                                      "params": s.params, "seed": s.seed, "best_value": 10.0 / s.size,
                                      "fingerprint": own})
-        self.jobs.append(job)
-
-    def poll(self):
-        done, self.jobs = [(j, 0) for j in self.jobs], []
-        return done
-
-    def running(self):
-        return self.jobs
-
-    def shutdown(self, grace=10.0):
-        pass
-
-    def close(self):
-        pass
+        super().submit(job)
 
 
 def sweep(tmp_path, own, sizes=(100, 200, 400, 800), grid=None, monitor="val_err", **kwargs):
@@ -123,7 +107,7 @@ def test_a_grown_plan_with_the_same_fingerprint_reuses_and_a_changed_one_runs_no
     sweep(tmp_path, lambda s: fp())[0].run()
     before = launches(tmp_path)
     ctrl, runs, _ = sweep(tmp_path, lambda s: fp(lr=0.1), sizes=(50, 100, 200, 400, 800))
-    with pytest.raises(SweepError, match="model.lr: 0.02 -> 0.1"):
+    with pytest.raises(SweepError, match=r"model\.lr: 0\.02 -> 0\.1"):
         ctrl.run()
     assert runs.started == ["probe"] and launches(tmp_path) == before
     ctrl, runs, _ = sweep(tmp_path, lambda s: fp(), sizes=(50, 100, 200, 400, 800))
@@ -139,7 +123,7 @@ def test_without_a_probe_the_first_run_that_differs_stops_the_study_unretried(tm
                           grid={"hidden": [8, 64]}, max_retries=2)
     ctrl.probe = False
     ctrl._load_fingerprints(ctrl.store.records().values())
-    with pytest.raises(SweepError, match="trainer.max_steps: 200 -> 400"):
+    with pytest.raises(SweepError, match=r"trainer\.max_steps: 200 -> 400"):
         ctrl._loop([s for s in ctrl.plan.runs if s.params["hidden"] == 64])
     assert len(set(runs.started)) == len(runs.started)  # a refused run is never retried
 
@@ -161,13 +145,13 @@ def test_a_failed_probe_locks_nothing_a_fixed_monitor_runs(tmp_path):
         def submit(self, job):
             self.store.root.joinpath(f"{PROBE_ID}.json").write_text(json.dumps(
                 {"status": "failed", "reason": "ScalingSweep(monitor='val_acc') is not among the logged metrics"}))
-            self.jobs.append(job)
+            InstantSlot.submit(self, job)
 
     ctrl, _, _ = sweep(tmp_path, lambda s: fp(), monitor="val_acc")
     ctrl.launcher = BadMonitor(ctrl.store, None)
     with pytest.raises(SweepError, match="not among the logged metrics"):
         ctrl.run()
-    ctrl, runs, stream = sweep(tmp_path, lambda s: fp(), monitor="val_err")
+    ctrl, _, stream = sweep(tmp_path, lambda s: fp(), monitor="val_err")
     assert len(ctrl.run().runs) == 4
     assert "no run had finished" in stream.getvalue()
     assert json.loads((tmp_path / "sweep.json").read_text())["monitor"] == "val_err"
