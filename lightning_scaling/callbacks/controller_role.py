@@ -206,6 +206,7 @@ class ControllerRole:
             max_retries=sweep.max_retries, probe=sweep.probe, analyse=sweep.options.analyse(sweep.bootstrap),
             live_analyse=sweep.options.analyse(live), reporter=reporter, name=sweep.name or root.name,
             adaptive=sweep.adaptive, to_error=sweep.to_error, run_timeout=sweep.options.run_timeout,
+            reuse_changed=sweep.options.reuse_changed,
         )
         result = controller.run()
         print(result.summary(), file=sys.stderr, flush=True)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import math
 import os
 import platform
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ from lightning_scaling.lightning_internals import (
     wandb_logger_init_kwargs,
 )
 from lightning_scaling.reporting.wandb import WandbReporter
+from lightning_scaling.sweep import fingerprint
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import PROBE_ID, SweepError
 from lightning_scaling.sweep.record import DIVERGED, FAILED, OK, RunRecord, build_record
@@ -62,6 +66,33 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return {"device": f"cuda:{index} ({props.name})",
             "max_memory_allocated": int(torch.cuda.max_memory_allocated(index)),
             "device_memory": int(props.total_memory)}
+# the Trainer settings that change what a run trains to (its devices are the slot's, so not among them)
+TRAINER_SETTINGS = (
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "precision", "accumulate_grad_batches",
+    "gradient_clip_val", "gradient_clip_algorithm", "val_check_interval", "check_val_every_n_epoch",
+    "limit_train_batches", "limit_val_batches", "reload_dataloaders_every_n_epochs",
+)
+
+
+def run_fingerprint(trainer: pl.Trainer, grid: Sequence[str], namespace: ModuleType) -> dict[str, Any]:
+    """This run's :mod:`~lightning_scaling.sweep.fingerprint`, read before the sweep changes any Trainer limit."""
+    import __main__
+    from lightning_scaling.data import DataFraction
+
+    path = getattr(__main__, "__file__", None) or (sys.argv[0] if sys.argv else None)
+    script = Path(path).read_bytes() if path and Path(path).is_file() else None
+    settings = {k: getattr(trainer, k, None) for k in TRAINER_SETTINGS}
+    settings["deterministic"] = torch.are_deterministic_algorithms_enabled()
+    settings["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    dm = getattr(trainer, "datamodule", None)
+    if isinstance(dm, DataFraction):
+        dm = dm.datamodule
+    args = fingerprint.strip_sweep_args(sys.argv[1:], grid)
+    return fingerprint.make_fingerprint(
+        script=script, args=args, files=fingerprint.arg_files(args), trainer=settings,
+        model=dict(getattr(trainer.lightning_module, "hparams", None) or {}),
+        datamodule=dict(getattr(dm, "hparams", None) or {}),
+        versions={k: v for k, v in versions(namespace).items() if k != "python"})
 
 
 def _destroy_process_group() -> None:
@@ -98,6 +129,7 @@ class RunRole:
         self.checkpoint: str | None = None
         self.budget_desc: str | None = None
         self.wall_before = 0.0  # an adaptive rung continued from a checkpoint: the earlier rungs' wall time
+        self.fingerprint: dict[str, Any] | None = None
 
     @property
     def monitor(self) -> str:
@@ -124,6 +156,7 @@ class RunRole:
             raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
                              "arguments differ from the controller's; start the sweep again")
         self.run.seed_everything()  # once per run: a no-op if the script seeded it before building the model
+        self.check_fingerprint(trainer)
         self.apply_fraction(trainer)
         if trainer.world_size > 1:
             # Lightning destroys only NCCL groups at exit; a gloo group left to interpreter teardown can
@@ -143,6 +176,16 @@ class RunRole:
             trainer.val_check_interval = 1.0
             trainer.check_val_every_n_epoch = 1
         self.t_start = time.time()
+
+    def check_fingerprint(self, trainer: pl.Trainer) -> None:
+        """Note this run's fingerprint; stop before training if it matches none of the finished runs'
+        the controller expects (``sweep/fingerprint.py``)."""
+        self.fingerprint = run_fingerprint(trainer, list(self.sweep.plan.grid), self.namespace)
+        expect = os.environ.get(fingerprint.ENV_EXPECT)
+        changes = fingerprint.check(self.fingerprint, json.loads(expect) if expect else None)
+        if changes:
+            self.status, self.reason = FAILED, fingerprint.refusal(changes)
+            raise SweepError(self.reason)
 
     def apply_fraction(self, trainer: pl.Trainer) -> None:
         """Train on the run's subset: a DataFraction is told its size; any other training data is wrapped."""
@@ -288,6 +331,7 @@ class RunRole:
             wall_time_s=round(now - self.t_start, 3), started_at=self.t_start, ended_at=now,
             host=socket.gethostname(), devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             versions=versions(self.namespace), **adaptive, **checkpoint, **device_info(pl_module.device),
+            **({"fingerprint": self.fingerprint} if self.fingerprint is not None else {}),
         )
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -307,6 +351,7 @@ class RunRole:
                 # what packing (runs_per_device="auto") plans the first runs with
                 "max_memory_allocated": record.get("max_memory_allocated"),
                 "device_memory": record.get("device_memory"),
+                "fingerprint": self.fingerprint,
             })
             return
         store.write_record(record)

@@ -83,7 +83,9 @@ class ScalingSweep(Callback):
         size_fn: size of one training sample in your unit (e.g. its token count), when the callback
             wraps the training data itself (with :class:`~lightning_scaling.DataFraction`, set it there).
         size_unit: the name of that unit (``"tokens"``); the x-axis of the fitted curves.
-        probe: run one batch first, to check the script and the monitor key before the study.
+        probe: run one batch first, to check the script and the monitor key before the study. On a
+            rerun over finished runs the probe runs whatever this says: it checks their fingerprint
+            (see ``reuse_changed``).
         cli_overrides: pass dotted grid keys as CLI arguments (default: when any key is dotted).
         bootstrap: bootstrap replicates of the fitted laws' intervals.
         targets: target errors whose data needs are predicted (in ``result.predictions`` and W&B).
@@ -101,6 +103,11 @@ class ScalingSweep(Callback):
         run_timeout: seconds a run may take before it is stopped, recorded as a ``timeout`` and retried;
             ``None``: no limit; ``"auto"`` (default): 10x what finished runs of its size took, at least
             5 minutes (no limit before a run has finished).
+        reuse_changed: on a rerun, reuse the finished runs even though the script, its arguments, the
+            Trainer settings, the hyperparameters or the versions changed since they ran (their
+            fingerprint, :mod:`lightning_scaling.sweep.fingerprint`). By default the sweep stops before
+            any run and shows what changed; pass ``True`` only for a change that does not matter (a
+            logging flag), else start a new study with another ``name=`` or ``sweep_dir=``.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -135,6 +142,7 @@ class ScalingSweep(Callback):
         strategy: str | Adaptive = "grid",
         runs_per_device: int | str = 1,
         run_timeout: float | str | None = "auto",
+        reuse_changed: bool = False,
     ) -> None:
         super().__init__()
         # checked here, when the script builds the callback, not minutes later when fit starts; the same
@@ -144,7 +152,7 @@ class ScalingSweep(Callback):
             data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
             launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
             cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-            runs_per_device=runs_per_device, run_timeout=run_timeout)
+            runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed)
         self.plan = self.options.plan
         self.adaptive = self.options.adaptive
         self.cli_overrides = self.options.cli_overrides

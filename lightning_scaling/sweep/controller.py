@@ -12,12 +12,13 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 from lightning_scaling._checks import require_int
+from lightning_scaling.sweep import fingerprint
 from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
@@ -25,7 +26,7 @@ from lightning_scaling.sweep.lock import SweepLock
 from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
 from lightning_scaling.sweep.progress import Progress, format_duration
-from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
+from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record, grid_key
 from lightning_scaling.sweep.report import sig
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
@@ -63,6 +64,8 @@ class SweepController:
         to_error: the sweep's ``to_error`` (an adaptive study ranks grid points on the errors it fits).
         run_timeout: seconds a run may take before it is stopped and retried, ``None`` for no limit, or
             ``"auto"``: 10x what finished runs of its size predict (:mod:`~lightning_scaling.sweep.timeouts`).
+        reuse_changed: reuse finished runs whose fingerprint differs from this start's (default: stop
+            before any run and say what changed; :mod:`~lightning_scaling.sweep.fingerprint`).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class SweepController:
         adaptive: Adaptive | None = None,
         to_error: Callable[[float], float] | None = None,
         run_timeout: float | str | None = "auto",
+        reuse_changed: bool = False,
     ) -> None:
         require_int("max_retries", max_retries, 0)
         self.plan = plan
@@ -106,6 +110,9 @@ class SweepController:
         self.adaptive = adaptive
         self.to_error = to_error
         self.scheduler = Scheduler(self.launcher, run_timeout)
+        self.reuse_changed = reuse_changed
+        # the finished runs' fingerprints by grid point: every run started must match them
+        self._fingerprints: dict[str, list[dict[str, Any]]] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -125,6 +132,9 @@ class SweepController:
                          launch=secrets.token_hex(6))
         log = self.store.log_path(PROBE_ID if probe else spec.run_id)
         env = {ENV_RUN: ctx.to_env()}
+        expect = fingerprint.expectation(self._fingerprints, spec.params, self.plan.grid)
+        if expect is not None:
+            env[fingerprint.ENV_EXPECT] = json.dumps(expect)
         if self.reporter is not None:
             # the one-batch probe is no run of the study: it gets no W&B run of its own
             env.update({"WANDB_MODE": "disabled"} if probe else self.reporter.child_env(spec))
@@ -135,6 +145,11 @@ class SweepController:
         old = self.store.read_plan()
         if old is not None:
             fatal, notes = self.plan.diff(old)
+            if fatal and not any(r.get("status") in COMPLETED for r in self.store.records().values()):
+                # only finished runs fix a study's settings: a failed probe or failed runs lock nothing
+                self.log(f"settings changed since the last start ({'; '.join(fatal)}); no run had finished, so "
+                         "the folder takes the new settings")
+                fatal = []
             if fatal:
                 raise SweepError(
                     f"the sweep folder {self.store.root} holds a study with other settings ({'; '.join(fatal)}); "
@@ -174,16 +189,29 @@ class SweepController:
         self.log(f"sweep folder: {self.store.root}; {self.launcher.describe()}")
         if done:
             self.log(f"resuming: {done} runs already finished, {len(todo)} to run")
-        with self._launching() if todo else contextlib.nullcontext():
-            if todo:
+        check = self._load_fingerprints(self._records.values())
+        with self._launching() if todo or check else contextlib.nullcontext():
+            if todo or check:
                 self._prepare_launcher()
             if self.reporter is not None:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
+            if check or (todo and self.probe and not any(r.get("status") == OK for r in records.values())):
+                self._probe()
             if todo:
-                if self.probe and not any(r.get("status") == OK for r in records.values()):
-                    self._probe()
                 self._loop(todo)
         return self._conclude()
+
+    def _load_fingerprints(self, records: Iterable[dict[str, Any]]) -> bool:
+        """Keep the finished runs' fingerprints (every run started is checked against them); whether a probe
+        must check this start's before anything is reused or run (also with ``probe=False``)."""
+        records = list(records)
+        note = fingerprint.legacy_note(records)
+        if note:
+            self.log(note)
+        self._fingerprints = {} if self.reuse_changed else fingerprint.references(records)
+        if self.reuse_changed and fingerprint.references(records):
+            self.log("reuse_changed=True: finished runs are reused without comparing their fingerprints")
+        return bool(self._fingerprints)
 
     def _prepare_launcher(self) -> None:
         """Resolve the command and let the launcher get ready (the fork server imports torch and Lightning
@@ -251,10 +279,14 @@ class SweepController:
         if done:
             self.log(f"resuming: {done} run rungs already finished")
         probed = any(r.get("status") == OK for r in records.values())
+        check = self._load_fingerprints(records.values())
         with self._launching():
             self._prepare_launcher()
             if self.reporter is not None:
                 self.reporter.start(self.name, self.plan, self.store, self.live_analyse, list(self._records.values()))
+            if check:  # before any decision reuses a finished run
+                self._probe()
+                probed = True
             while True:
                 records = self.store.records()
                 self._tell_rejected()
@@ -300,7 +332,9 @@ class SweepController:
 
 
     def _probe(self) -> None:
-        smallest = min(self.plan.runs, key=lambda s: (s.fraction or 0, s.size or 0))
+        # the smallest run, of a grid point with finished runs if any (its fingerprint is then compared in full)
+        smallest = min(self.plan.runs, key=lambda s: (grid_key(s.params) not in self._fingerprints,
+                                                      s.fraction or 0, s.size or 0))
         job = self._job(smallest, attempt=1, probe=True)
         self.log(f"probe: one batch of {smallest.run_id} to check the script and the monitor key")
         probe_path = self.store.root / f"{PROBE_ID}.json"
@@ -315,6 +349,9 @@ class SweepController:
                 break
             time.sleep(self.poll_interval)
         info = read_json(probe_path)
+        if fingerprint.refused(info):
+            assert info is not None
+            raise SweepError(info["reason"])
         if rc != 0 or info is None:
             raise SweepError(f"the probe run failed (exit code {rc}); nothing else was started. Its log "
                              f"{job.log_path} ends with:\n{tail(job.log_path)}")
@@ -336,6 +373,9 @@ class SweepController:
             for job, rc in finished:
                 rec = self.store.read_record(job.spec.run_id)
                 fresh = rec is not None and rec.get("launch") == job.launch
+                if fresh and fingerprint.refused(rec):  # changed settings: no retry, nothing mixed
+                    assert rec is not None
+                    raise SweepError(rec["reason"])
                 if fresh and rec is not None and rec["status"] in COMPLETED:
                     self._status[job.spec.run_id] = rec["status"]
                     took = time.time() - job.started
@@ -412,6 +452,7 @@ def run_sweep(
     strategy: str | Adaptive = "grid",
     runs_per_device: int | str = 1,
     run_timeout: float | str | None = "auto",
+    reuse_changed: bool = False,
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -438,7 +479,7 @@ def run_sweep(
         data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
         launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
         cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-        runs_per_device=runs_per_device, run_timeout=run_timeout)
+        runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed)
     live = min(bootstrap, reporter.live_bootstrap) if reporter else 0
     store = SweepStore(sweep_dir if sweep_dir is not None else Path("scaling_sweeps") / (name or "sweep"))
     controller = SweepController(
@@ -448,5 +489,6 @@ def run_sweep(
         max_retries=max_retries, probe=probe, analyse=opts.analyse(bootstrap), live_analyse=opts.analyse(live),
         reporter=reporter or None, name=name, adaptive=opts.adaptive, to_error=to_error,
         run_timeout=opts.run_timeout,
+        reuse_changed=opts.reuse_changed,
     )
     return controller.run()

@@ -53,6 +53,7 @@ class SweepOptions:
     reporter: Any
     runs_per_device: int | str = 1
     run_timeout: float | str | None = "auto"
+    reuse_changed: bool = False
 
     @classmethod
     def build(
@@ -82,6 +83,7 @@ class SweepOptions:
         strategy: str | Adaptive,
         runs_per_device: int | str = 1,
         run_timeout: float | str | None = "auto",
+        reuse_changed: bool = False,
     ) -> SweepOptions:
         """Check every argument (a ValueError or TypeError naming it and the fix) and resolve the defaults.
 
@@ -110,7 +112,10 @@ class SweepOptions:
         overrides = any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides
         if overrides:
             check_cli_values(plan.grid)
+        if not isinstance(reuse_changed, bool):
+            raise TypeError(f"reuse_changed must be True or False, got {reuse_changed!r}")
         return cls(
+            reuse_changed=reuse_changed,
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
             size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
@@ -174,4 +179,5 @@ DEFAULTS: dict[str, Any] = {
     "launcher": None, "max_retries": 1, "size_fn": None, "size_unit": "samples", "probe": True,
     "cli_overrides": None, "bootstrap": 1000, "targets": (), "reporter": None, "strategy": "grid",
     "runs_per_device": 1, "run_timeout": "auto",
+    "reuse_changed": False,
 }

@@ -138,6 +138,8 @@ class RunRecord(TypedDict, total=False):
     max_memory_allocated: int | None
     #: integer or null: the total memory of that GPU in bytes (null on CPU)
     device_memory: int | None
+    #: object: what decides the result beyond size, grid point and seed (:mod:`~lightning_scaling.sweep.fingerprint`)
+    fingerprint: dict[str, Any]
 
 
 RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)

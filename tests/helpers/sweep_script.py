@@ -19,6 +19,8 @@ Test hooks, read from the environment (children inherit it from the controller):
     LS_TEST_WANDB  "logger": the Trainer has an offline WandbLogger; "logger-online": a WandbLogger in
                    W&B's configured mode; "reporter": no logger, the sweep gets a WandbReporter (offline)
                    with the JSON options in LS_TEST_WANDB_REPORTER; "true": ScalingSweep(reporter=True)
+    LS_TEST_HPARAMS  JSON keyword arguments added to the model's (its hparams)
+    LS_TEST_TRAINER  JSON keyword arguments added to the Trainer's
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def main() -> None:
         if fail.get("kill_fraction") == run.fraction:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(float(fail.get("sleep", 0)))
-    model = MLP(hidden=hidden, nan=run.is_run and fail.get("nan_hidden") == hidden)
+    model = MLP(hidden=hidden, nan=run.is_run and fail.get("nan_hidden") == hidden,
+                **json.loads(os.environ.get("LS_TEST_HPARAMS", "{}")))
     dm = TeacherData()
     if os.environ.get("LS_TEST_WRAP") == "1":
         dm = DataFraction(dm)
@@ -142,6 +145,7 @@ def main() -> None:
     ddp = os.environ.get("LS_TEST_DDP") == "1"
     budget = ({"max_steps": args.steps, "max_epochs": -1, "val_check_interval": max(args.steps // 4, 1),
                "check_val_every_n_epoch": None} if args.steps else {"max_epochs": args.epochs})
+    budget.update(json.loads(os.environ.get("LS_TEST_TRAINER", "{}")))
     trainer = pl.Trainer(
         default_root_dir=args.root, **budget, accelerator="cpu",
         devices=2 if ddp else 1, strategy="ddp" if ddp else "auto", callbacks=[sweep],

@@ -6,20 +6,18 @@ import io
 import json
 import sys
 
+from helpers.fake_launchers import InstantSlot
+
 from lightning_scaling.sweep import Adaptive, SweepPlan, SweepResult, SweepStore, Target
 from lightning_scaling.sweep.controller import SweepController
 
 
-class InstantLauncher:
+class InstantLauncher(InstantSlot):
     """One slot; a submitted run writes its record at once (``value(spec)`` its best value, 1 s per 1,000 samples)."""
 
-    capacity = 1
-
     def __init__(self, store, value):
-        self.store, self.value, self.jobs = store, value, []
-
-    def describe(self):
-        return "an instant fake slot"
+        super().__init__(store)
+        self.value = value
 
     def submit(self, job):
         s = job.spec
@@ -28,20 +26,7 @@ class InstantLauncher:
                                  "train_size": float(s.size), "params": s.params, "seed": s.seed,
                                  "resumed_from": s.resume_from, "best_value": self.value(s),
                                  "wall_time_s": 0.1 + s.size / 1000 * (s.budget or 1.0), "devices": ""})
-        self.jobs.append(job)
-
-    def poll(self):
-        done, self.jobs = [(j, 0) for j in self.jobs], []
-        return done
-
-    def running(self):
-        return self.jobs
-
-    def shutdown(self, grace=10.0):
-        pass
-
-    def close(self):
-        pass
+        super().submit(job)
 
 
 def test_live_reports_of_an_adaptive_study_leave_out_partial_rungs(tmp_path):
