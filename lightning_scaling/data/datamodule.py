@@ -15,6 +15,7 @@ from lightning_utilities.core.overrides import is_overridden
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_scaling._checks import require_same_lightning
 from lightning_scaling.data.loaders import make_fraction_loader
 from lightning_scaling.data.sizes import SizeFn, check_size_fn, size_array, sized_len, total_size
 from lightning_scaling.data.stream import FractionIterable
@@ -146,6 +147,8 @@ class DataFraction(LightningDataModule):
 
     @trainer.setter
     def trainer(self, trainer: Any) -> None:
+        if trainer is not None:
+            require_same_lightning("DataFraction", self, trainer)
         self.__dict__["_trainer"] = trainer
         if "_datamodule" in self.__dict__:
             self._datamodule.trainer = trainer

@@ -26,7 +26,7 @@ from torch.utils.data import (
     SubsetRandomSampler,
 )
 
-from lightning_scaling.data.sizes import SizeFn, size_array, sized_len, total_size
+from lightning_scaling.data.sizes import SizeFn, sample_size, size_array, sized_len, total_size
 from lightning_scaling.sampling import labels_array, select_indices, stratified_indices
 
 __all__ = ["FractionSubset", "RestrictedSampler", "per_sample", "select_subset", "subset_of_loader"]
@@ -265,5 +265,7 @@ def subset_of_loader(
         indices = np.sort(base[picked])
     else:
         indices = select_subset(n, fraction, size, seed, labels)
+    if callable(size_fn) and len(indices):
+        sample_size(size_fn, dataset[int(indices[0])])  # a wrong size_fn fails now, not in the run's record
     subset = FractionSubset(dataset, indices, size_fn, size_unit)
     return subset, subset_sampler(original, subset)

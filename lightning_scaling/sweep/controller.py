@@ -20,10 +20,12 @@ from typing import Any, TextIO
 
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
+from lightning_scaling.sweep.completeness import mark_incomplete, missing_sizes
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.options import SweepOptions
-from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.plan import NOT_IN_PLAN, RunSpec, SweepPlan
+from lightning_scaling.sweep.probe_checks import probe_without_record, sizes_too_large
 from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
@@ -204,6 +206,10 @@ class SweepController:
             result = self.analyse(self._planned_records())
             if adaptive is not None:
                 result.adaptive = adaptive
+            else:
+                incomplete = mark_incomplete(result, self.plan, missing_sizes(self.plan, result.runs))
+                if incomplete:
+                    self.log(incomplete.upper()[:1] + incomplete[1:])
             result.save(self.store.root)
         except BaseException:
             self._close_reporter()
@@ -296,11 +302,16 @@ class SweepController:
                 break
             time.sleep(self.poll_interval)
         info = read_json(probe_path)
+        if rc == 0 and info is None:
+            raise SweepError(probe_without_record(self.command, job.log_path))
+        if info is not None and info.get("status") != "ok":
+            raise SweepError(f"the probe run stopped: {info.get('reason')}")
         if rc != 0 or info is None:
             raise SweepError(f"the probe run failed (exit code {rc}); nothing else was started. Its log "
                              f"{job.log_path} ends with:\n{tail(job.log_path)}")
-        if info.get("status") != "ok":
-            raise SweepError(f"the probe run stopped: {info.get('reason')}")
+        too_large = sizes_too_large(self.plan, info.get("dataset_size"))
+        if too_large:
+            raise SweepError(f"{too_large}; nothing else was started")
 
     def _loop(self, todo: list[RunSpec]) -> None:
         queue: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
@@ -325,7 +336,7 @@ class SweepController:
                 reason = rec.get("reason") if fresh and rec else None
                 reason = reason or f"exit code {rc}; log {job.log_path} ends with:\n{tail(job.log_path, 8)}"
                 failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
-                if job.attempt <= self.max_retries:
+                if job.attempt <= self.max_retries and NOT_IN_PLAN not in reason:
                     self.log(f"failed (attempt {job.attempt}, retrying): {job.spec.run_id}: {reason.splitlines()[0]}")
                     queue.append((job.spec, job.attempt + 1))
                 else:

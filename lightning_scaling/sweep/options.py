@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_scaling._checks import require_int
+from lightning_scaling._checks import require_bool, require_int, require_numbers, require_path, require_str
 from lightning_scaling.sweep.adaptive import Adaptive, check_strategy
 from lightning_scaling.sweep.launchers import LAUNCHERS, Launcher
 from lightning_scaling.sweep.plan import SweepPlan
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis, check_targets
 
-__all__ = ["SweepOptions"]
+__all__ = ["SweepOptions", "check_error_targets", "check_reporter"]
 
 @dataclass(frozen=True)
 class SweepOptions:
@@ -89,6 +89,12 @@ class SweepOptions:
         require_int("devices_per_slot", devices_per_slot, 1)
         require_int("slots", slots, 1, allow_none=True)
         require_int("bootstrap", bootstrap, 0)
+        require_path("sweep_dir", sweep_dir)
+        require_str("name", name, "'digits'", allow_none=True)
+        require_str("size_unit", size_unit, "'tokens'")
+        require_bool("probe", probe)
+        require_bool("cli_overrides", cli_overrides, allow_none=True)
+        require_numbers("targets", targets, "[0.05, 0.02] (errors to predict the data needs of)")
         for arg, fn in (("to_error", to_error), ("size_fn", size_fn)):
             if fn is not None and not callable(fn):
                 what = "value -> error" if arg == "to_error" else "sample -> size"
@@ -97,10 +103,15 @@ class SweepOptions:
             raise ValueError(f"unknown launcher {launcher!r}: use one of {', '.join(map(repr, LAUNCHERS))} or pass a "
                              "launcher object")
         check_reporter(reporter)
+        checked_targets = check_targets(targets)
+        check_error_targets(plan, to_error, checked_targets, adaptive)
+        if adaptive is not None and adaptive.initial_sizes > plan.n_sizes:
+            raise ValueError(f"Adaptive(initial_sizes={adaptive.initial_sizes}) needs that many candidate sizes, but "
+                             f"the sweep has {plan.n_sizes}; lower initial_sizes= or add fractions=/sizes=")
         return cls(
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
-            size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
+            size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=checked_targets, reporter=reporter,
             cli_overrides=any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides,
         )
 
@@ -108,6 +119,27 @@ class SweepOptions:
         """The study's analysis of its records (``bootstrap`` replicates): its monitor, mode, to_error, targets."""
         return analysis(monitor=self.plan.monitor, mode=self.plan.mode, to_error_fn=self.to_error,
                         bootstrap=bootstrap, targets=self.targets)
+
+
+def check_error_targets(plan: SweepPlan, to_error: Callable[[float], float] | None, targets: list[float],
+                        adaptive: Adaptive | None) -> None:
+    """Refuse target errors the study's error cannot take: rates (``1 - accuracy`` for ``mode="max"``
+    without ``to_error``, or a monitor named like an error rate or accuracy) lie in [0, 1), so a
+    target of 1 or more is a mistake; any other ``mode="min"`` metric (a loss) takes any positive target.
+    """
+    if to_error is not None:
+        return
+    words = set(plan.monitor.lower().replace("/", "_").replace("-", "_").split("_"))
+    if plan.mode != "max" and not words & {"err", "error", "acc", "accuracy"}:
+        return
+    asked = [("targets", t) for t in targets]
+    if adaptive is not None and adaptive.target.kind == "data_needed":
+        asked.append(("strategy=Adaptive(target=Target.data_needed(...))", adaptive.target.value))
+    for arg, value in asked:
+        if value >= 1:
+            raise ValueError(f"{arg} asks for an error of {value:g}, but monitor={plan.monitor!r} (mode={plan.mode!r}) "
+                             "gives an error rate in [0, 1): give the target as an error rate (0.05 for 95% accuracy), "
+                             "or pass to_error= if your error is not a rate")
 
 
 def check_reporter(reporter: Any) -> None:
