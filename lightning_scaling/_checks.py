@@ -121,5 +121,5 @@ def require_same_lightning(what: str, obj: Any, trainer: Any) -> None:
         return
     fix = ("from lightning_scaling.lightning_pytorch import " + what if theirs == "lightning.pytorch"
            else "from lightning_scaling import " + what)
-    raise TypeError(f"this {what} is for {'pytorch_lightning' if theirs == 'lightning.pytorch' else 'lightning.pytorch'}"
-                    f" but the Trainer is {theirs}'s (import {theirs} ...): use `{fix}`")
+    other = "pytorch_lightning" if theirs == "lightning.pytorch" else "lightning.pytorch"
+    raise TypeError(f"this {what} is for {other} but the Trainer is {theirs}'s (import {theirs} ...): use `{fix}`")
