@@ -39,9 +39,14 @@ def _swap_dataset(loader: DataLoader, args: tuple, kwargs: dict, dataset: Any) -
     return args, kwargs
 
 
-def _plain_rebuild(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader:
+def _loader_settings(loader: DataLoader) -> dict[str, Any]:
+    """The settings of ``loader`` a rebuilt plain ``DataLoader`` copies (those this torch version accepts)."""
     accepted = inspect.signature(DataLoader.__init__).parameters
-    kwargs = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+    return {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+
+
+def _plain_rebuild(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader:
+    kwargs = _loader_settings(loader)
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=loader.batch_size, drop_last=loader.drop_last, **kwargs)
     if loader.batch_sampler is None:
@@ -82,8 +87,7 @@ def rebatched_loader(loader: DataLoader, subset: FractionSubset) -> DataLoader:
             f"but cannot re-create the DataLoader subclass {type(loader).__name__} around it; return a plain torch "
             "DataLoader, or build the batch sampler on a `sampler` argument (like BatchSampler)"
         )
-    accepted = inspect.signature(DataLoader.__init__).parameters
-    kwargs = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+    kwargs = _loader_settings(loader)
     return DataLoader(subset, batch_sampler=batch_sampler, **kwargs)
 
 
