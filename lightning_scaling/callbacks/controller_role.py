@@ -171,6 +171,11 @@ class ControllerRole:
     def check_devices(self, trainer: pl.Trainer) -> None:
         """Refuse a Trainer that asks for more GPUs than a sweep slot has (``devices="auto"`` adapts)."""
         if not isinstance(trainer.accelerator, self.namespace.accelerators.CUDAAccelerator):
+            if self.sweep.devices_per_slot > 1:
+                raise SweepError(
+                    f"ScalingSweep(devices_per_slot={self.sweep.devices_per_slot}) asks for GPUs per run, but the "
+                    f"Trainer runs on {type(trainer.accelerator).__name__}: drop devices_per_slot= (CPU runs take "
+                    "one slot each), or give the Trainer accelerator='gpu'")
             return
         if devices_flag(trainer) in ("auto", -1, "-1"):
             return  # "auto" adapts to what a slot makes visible

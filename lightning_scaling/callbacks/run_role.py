@@ -36,6 +36,7 @@ from lightning_scaling.reporting.wandb import WandbReporter
 from lightning_scaling.sweep import fingerprint
 from lightning_scaling.sweep.context import RunContext
 from lightning_scaling.sweep.controller import PROBE_ID, SweepError
+from lightning_scaling.sweep.plan import NOT_IN_PLAN
 from lightning_scaling.sweep.record import DIVERGED, FAILED, OK, RunRecord, build_record
 from lightning_scaling.sweep.store import SweepStore, atomic_write_json
 
@@ -152,9 +153,7 @@ class RunRole:
         self.t_start = time.time()  # a run that fails in setup is recorded with its own short wall time
         spec = self.run.spec
         assert spec is not None
-        if (spec.base_id or spec.run_id) not in {r.run_id for r in self.sweep.plan.runs}:
-            raise SweepError(f"run {spec.run_id} is not in this script's sweep plan: the script's ScalingSweep "
-                             "arguments differ from the controller's; start the sweep again")
+        self.check_plan(spec.base_id or spec.run_id)
         self.run.seed_everything()  # once per run: a no-op if the script seeded it before building the model
         self.check_fingerprint(trainer)
         self.apply_fraction(trainer)
@@ -186,6 +185,20 @@ class RunRole:
         if changes:
             self.status, self.reason = FAILED, fingerprint.refusal(changes)
             raise SweepError(self.reason)
+    def check_plan(self, run_id: str) -> None:
+        """Refuse a run whose study differs from this script's ScalingSweep (the probe: any difference),
+        naming the arguments that differ (a deterministic failure: the controller does not retry it)."""
+        in_plan = run_id in {r.run_id for r in self.sweep.plan.runs}
+        if in_plan and not self.run.probe:
+            return
+        stored = SweepStore(self.run.sweep_dir).read_plan() if self.run.sweep_dir else None
+        diffs = self.sweep.plan.differences(stored) if stored is not None else []
+        if in_plan and not diffs:
+            return
+        what = ("; ".join(diffs) + " (the controller's -> this script's)") if diffs else "unknown differences"
+        raise SweepError(f"run {run_id} {NOT_IN_PLAN}: the script's ScalingSweep arguments differ from the "
+                         f"controller's ({what}); give run_sweep (or the controller's ScalingSweep) the same "
+                         "arguments as the script's ScalingSweep")
 
     def apply_fraction(self, trainer: pl.Trainer) -> None:
         """Train on the run's subset: a DataFraction is told its size; any other training data is wrapped."""
@@ -352,6 +365,7 @@ class RunRole:
                 "max_memory_allocated": record.get("max_memory_allocated"),
                 "device_memory": record.get("device_memory"),
                 "fingerprint": self.fingerprint,
+                "dataset_size": dataset_size(self.datamodule if self.datamodule is not None else self.loader_dataset),
             })
             return
         store.write_record(record)
@@ -369,6 +383,16 @@ class RunRole:
     def missing_monitor(self, keys: Sequence[str]) -> str:
         return (f"ScalingSweep(monitor={self.monitor!r}) is not among the logged metrics {list(keys)}; "
                 "log it in validation_step (self.log(...)) or pass one of these as monitor=")
+
+
+def dataset_size(src: Any) -> int | None:
+    """The length of the full training set behind a run's subset (a DataFraction or a wrapped loader's dataset)."""
+    ds = getattr(src, "train_dataset", src)
+    inner = getattr(ds, "dataset", None)
+    try:
+        return len(inner) if inner is not None else None
+    except (TypeError, NotImplementedError):
+        return None
 
 
 class NonFiniteLoss:

@@ -34,6 +34,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from typing_extensions import override
 
+from lightning_scaling._checks import require_same_lightning
 from lightning_scaling.callbacks.controller_role import ControllerRole
 from lightning_scaling.callbacks.run_role import RunRole
 from lightning_scaling.lightning_internals import (
@@ -209,6 +210,7 @@ class ScalingSweep(Callback):
             if self._controller is not None:
                 self._controller.after_study(f"trainer.{getattr(stage, 'value', stage)}()")
             return
+        require_same_lightning("ScalingSweep", self, trainer)
         if self._controller is not None:
             self._controller.setup(trainer)
         elif self._runner is not None:

@@ -15,6 +15,7 @@ from lightning_utilities.core.overrides import is_overridden
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_scaling._checks import require_bool, require_same_lightning
 from lightning_scaling.data.loaders import make_fraction_loader
 from lightning_scaling.data.sizes import SizeFn, check_size_fn, size_array, sized_len, total_size
 from lightning_scaling.data.stream import FractionIterable
@@ -74,6 +75,10 @@ class DataFraction(LightningDataModule):
             array of per-sample sizes; :attr:`train_size` is its sum over the subset.
         size_unit: name of that unit, for reports (``"samples"``, ``"tokens"``...).
         shard_iterable: iterable datasets only; see :class:`FractionIterable` (``shard``).
+        contiguous: keep one block of consecutive samples instead of scattered ones (sequence data:
+            text, time series, a batch sampler that walks the data in order such as Lightning's demo
+            ``SequenceSampler``). Still nested (a smaller size's block lies inside a larger one's) and
+            chosen by ``seed``; map-style data only, not with ``stratify``.
 
     The names ``fraction``, ``size``, ``seed`` and the report properties refer to the wrapper;
     the wrapped module itself is :attr:`datamodule`. Change the subset between runs with
@@ -102,8 +107,10 @@ class DataFraction(LightningDataModule):
         size_fn: SizeFn | None = None,
         size_unit: str = "samples",
         shard_iterable: bool = False,
+        contiguous: bool = False,
     ) -> None:
         base = _datamodule_base(datamodule)
+        require_bool("contiguous", contiguous)
         super().__init__()
         self._datamodule = datamodule
         self._fraction: float | Fraction | None = None
@@ -115,6 +122,7 @@ class DataFraction(LightningDataModule):
         self._size_fn = size_fn
         self._size_unit = size_unit
         self._shard_iterable = bool(shard_iterable)
+        self._contiguous = contiguous
         self._train_dataset: Any = None
         for hook in _FORWARDED_HOOKS:
             if is_overridden(hook, datamodule, base):
@@ -146,6 +154,8 @@ class DataFraction(LightningDataModule):
 
     @trainer.setter
     def trainer(self, trainer: Any) -> None:
+        if trainer is not None:
+            require_same_lightning("DataFraction", self, trainer)
         self.__dict__["_trainer"] = trainer
         if "_datamodule" in self.__dict__:
             self._datamodule.trainer = trainer
@@ -258,6 +268,7 @@ class DataFraction(LightningDataModule):
             self._size_fn,
             self._size_unit,
             self._shard_iterable,
+            self._contiguous,
         )
         self._train_dataset = loader.dataset
         return loader

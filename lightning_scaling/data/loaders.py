@@ -15,11 +15,12 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, Sampler
 
+from lightning_scaling._checks import require_bool
 from lightning_scaling.data.sizes import SizeFn, check_size_fn
 from lightning_scaling.data.stream import FractionIterable
-from lightning_scaling.data.subset import subset_of_loader
+from lightning_scaling.data.subset import FractionSubset, rebatch, subset_of_loader
 
-__all__ = ["fraction_dataloader", "make_fraction_loader", "rebuild_loader"]
+__all__ = ["fraction_dataloader", "make_fraction_loader", "rebatched_loader", "rebuild_loader"]
 
 # DataLoader settings a plain rebuild copies (those this torch version accepts)
 _LOADER_SETTINGS = (
@@ -38,9 +39,14 @@ def _swap_dataset(loader: DataLoader, args: tuple, kwargs: dict, dataset: Any) -
     return args, kwargs
 
 
-def _plain_rebuild(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader:
+def _loader_settings(loader: DataLoader) -> dict[str, Any]:
+    """The settings of ``loader`` a rebuilt plain ``DataLoader`` copies (those this torch version accepts)."""
     accepted = inspect.signature(DataLoader.__init__).parameters
-    kwargs = {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+    return {k: getattr(loader, k) for k in _LOADER_SETTINGS if k in accepted and hasattr(loader, k)}
+
+
+def _plain_rebuild(loader: DataLoader, dataset: Any, sampler: Sampler | None) -> DataLoader:
+    kwargs = _loader_settings(loader)
     if isinstance(dataset, IterableDataset):
         return DataLoader(dataset, batch_size=loader.batch_size, drop_last=loader.drop_last, **kwargs)
     if loader.batch_sampler is None:
@@ -61,12 +67,28 @@ def rebuild_loader(loader: DataLoader, dataset: Any, sampler: Sampler | None) ->
         plain_batches = loader.batch_sampler is None or type(loader.batch_sampler) is BatchSampler
         if type(loader) is DataLoader and plain_batches:
             return _plain_rebuild(loader, dataset, sampler)
+        # Lightning keeps the constructor's arguments of loaders created inside a hook: that advice is for the others
+        where = ("" if hasattr(loader, "__pl_saved_kwargs")
+                 else "Create the loader inside train_dataloader() of your LightningDataModule, ")
         raise TypeError(
             f"DataFraction could not re-create your {type(loader).__name__} over the training subset: {err} "
-            "Create the loader inside train_dataloader() of your LightningDataModule, make its __init__ "
-            "accept `dataset` (and `sampler`), or return a plain torch DataLoader."
+            f"{where}{'m' if where else 'M'}ake its __init__ accept `dataset` (and `sampler`), or return a plain "
+            "torch DataLoader."
         ) from err
     return _plain_rebuild(loader, dataset, sampler) if rebuilt is None else rebuilt
+
+
+def rebatched_loader(loader: DataLoader, subset: FractionSubset) -> DataLoader:
+    """``loader`` over ``subset`` with its custom batch sampler (one without ``.sampler``) rebuilt on the subset."""
+    batch_sampler = rebatch(loader.batch_sampler, loader.dataset, subset)
+    if type(loader) is not DataLoader:
+        raise TypeError(
+            f"DataFraction rebuilt your batch sampler {type(loader.batch_sampler).__name__} on the training subset, "
+            f"but cannot re-create the DataLoader subclass {type(loader).__name__} around it; return a plain torch "
+            "DataLoader, or build the batch sampler on a `sampler` argument (like BatchSampler)"
+        )
+    kwargs = _loader_settings(loader)
+    return DataLoader(subset, batch_sampler=batch_sampler, **kwargs)
 
 
 def make_fraction_loader(
@@ -78,6 +100,7 @@ def make_fraction_loader(
     size_fn: SizeFn | None,
     size_unit: str,
     shard_iterable: bool,
+    contiguous: bool = False,
 ) -> DataLoader:
     """:func:`fraction_dataloader` on settings already checked (``DataFraction`` checks them when built)."""
     if not isinstance(loader, DataLoader):
@@ -87,10 +110,15 @@ def make_fraction_loader(
         )
     dataset = loader.dataset
     if not isinstance(dataset, IterableDataset):
-        subset, sampler = subset_of_loader(loader, fraction, size, seed, stratify, size_fn, size_unit)
+        subset, sampler = subset_of_loader(loader, fraction, size, seed, stratify, size_fn, size_unit, contiguous)
+        if sampler is None:
+            return rebatched_loader(loader, subset)
         return rebuild_loader(loader, subset, sampler)
     if stratify is not None:
         raise ValueError("stratify= needs a map-style dataset (labels per index); this one is iterable")
+    if contiguous:
+        raise ValueError("contiguous=True needs a map-style dataset (a block of positions); a stream is already read "
+                         "in order: drop contiguous= for an IterableDataset")
     thinned = FractionIterable(
         dataset,
         fraction,
@@ -113,6 +141,7 @@ def fraction_dataloader(
     size_fn: SizeFn | None = None,
     size_unit: str = "samples",
     shard_iterable: bool = False,
+    contiguous: bool = False,
 ) -> DataLoader:
     """A copy of ``dataloader`` over a nested, deterministic subset of its dataset.
 
@@ -132,4 +161,6 @@ def fraction_dataloader(
     if fraction is None and size is None:
         raise ValueError("pass fraction= (a share of the training set in (0, 1]) or size= (a sample count)")
     check_size_fn(size_fn, size_unit)
-    return make_fraction_loader(dataloader, fraction, size, seed, stratify, size_fn, size_unit, shard_iterable)
+    require_bool("contiguous", contiguous)
+    return make_fraction_loader(dataloader, fraction, size, seed, stratify, size_fn, size_unit, shard_iterable,
+                                contiguous)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["SizeFn", "as_number", "check_size_fn", "size_array", "sized_len", "total_size"]
+__all__ = ["SizeFn", "as_number", "check_size_fn", "sample_size", "size_array", "sized_len", "total_size"]
 
 SizeFn = Callable[[Any], float] | Sequence[float] | np.ndarray
 """A callable ``sample -> size`` (e.g. its token count), or one size per training sample."""
@@ -58,7 +58,25 @@ def size_array(size_fn: Any, n: int) -> np.ndarray | None:
             f"size_fn has {len(arr)} entries but the training set has {n} samples; "
             "pass one size per training sample, in dataset order"
         )
+    if not (np.isfinite(arr).all() and (arr >= 0).all()):
+        raise ValueError("size_fn must hold a finite size >= 0 for every training sample; it has negative, NaN "
+                         "or infinite entries")
     return arr
+
+
+def sample_size(size_fn: Callable[[Any], Any], sample: Any) -> float:
+    """``size_fn(sample)`` checked to be a finite size >= 0 (a ValueError naming ``size_fn`` otherwise).
+
+    >>> sample_size(lambda s: -1, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: size_fn must give each sample a finite size >= 0 (e.g. its token count), got -1 for a sample
+    """
+    value = as_number(size_fn(sample))
+    if not (isinstance(value, int | float) and np.isfinite(value) and value >= 0):
+        raise ValueError(f"size_fn must give each sample a finite size >= 0 (e.g. its token count), got {value!r} "
+                         "for a sample")
+    return value
 
 
 def total_size(dataset: Any, indices: np.ndarray | range, size_fn: SizeFn | None) -> float:
@@ -70,6 +88,6 @@ def total_size(dataset: Any, indices: np.ndarray | range, size_fn: SizeFn | None
     if size_fn is None:
         return len(indices)
     if callable(size_fn):
-        return as_number(sum(as_number(size_fn(dataset[int(i)])) for i in indices))
+        return as_number(sum(sample_size(size_fn, dataset[int(i)]) for i in indices))
     arr = np.asarray(size_fn)
     return as_number(arr[np.asarray(indices, dtype=np.int64)].sum())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lightning_scaling.data.sizes import as_number, sized_len
+from lightning_scaling.data.sizes import sample_size, sized_len
 from lightning_scaling.sampling import StreamSelector, as_fraction, subset_size
 
 __all__ = ["FractionIterable", "SharedCounters", "dist_rank_world"]
@@ -190,7 +190,7 @@ class FractionIterable(IterableDataset):
                     continue
             ordinal, kept = kept, kept + 1
             if not self.shard or ordinal % consumers == consumer:
-                size = 1.0 if self.size_fn is None else as_number(self.size_fn(sample))
+                size = 1.0 if self.size_fn is None else sample_size(self.size_fn, sample)
                 count, total = count + 1, total + size
                 self._counters.add(slot, size)
                 yield sample

@@ -7,6 +7,7 @@ train/val idiom, and any other sampler restricted to the subset.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -26,10 +27,16 @@ from torch.utils.data import (
     SubsetRandomSampler,
 )
 
-from lightning_scaling.data.sizes import SizeFn, size_array, sized_len, total_size
-from lightning_scaling.sampling import labels_array, select_indices, stratified_indices
+from lightning_scaling.data.sizes import SizeFn, sample_size, size_array, sized_len, total_size
+from lightning_scaling.sampling import hash64, labels_array, select_indices, stratified_indices, subset_size
 
-__all__ = ["FractionSubset", "RestrictedSampler", "per_sample", "select_subset", "subset_of_loader"]
+__all__ = [
+    "FractionSubset", "RestrictedSampler", "contiguous_block", "per_sample", "rebatch", "select_subset",
+    "subset_of_loader",
+]
+
+# the hash position whose value places a contiguous block (any fixed position would do; "contigus" in ASCII)
+_BLOCK_KEY = 0x636F6E7469677573
 
 
 # ----------------------------------------------------------------------------------------- labels
@@ -123,13 +130,38 @@ class FractionSubset(Subset):
         return None
 
 
-def select_subset(n: int, fraction: Any, size: Any, seed: int, labels: np.ndarray | None) -> np.ndarray:
-    """The subset's indices into ``range(n)``: plain, or stratified by ``labels`` when given."""
+def select_subset(n: int, fraction: Any, size: Any, seed: int, labels: np.ndarray | None,
+                  contiguous: bool = False) -> np.ndarray:
+    """The subset's indices into ``range(n)``: plain, stratified by ``labels``, or one contiguous block."""
     if n == 0:
         raise ValueError("the training set is empty; a subset needs at least one sample")
+    if contiguous:
+        if labels is not None:
+            raise ValueError("contiguous=True keeps one block of consecutive samples, which cannot keep class "
+                             "proportions; drop stratify= or contiguous=")
+        return contiguous_block(n, fraction, size, seed)
     if labels is None:
         return select_indices(n, fraction, size, seed)
     return stratified_indices(labels, fraction, size, seed)
+
+
+def contiguous_block(n: int, fraction: Any, size: Any, seed: int) -> np.ndarray:
+    """The subset as one block of consecutive positions (sequence data: text, time series), nested.
+
+    The block of ``k`` samples starts at ``floor(u * (n - k))`` for one number ``u`` in ``[0, 1)``
+    drawn from ``seed``; so for ``k1 < k2`` the smaller block starts no earlier and ends no later
+    than the larger one: every smaller size's block lies inside every larger size's.
+
+    >>> contiguous_block(100, None, 10, seed=0).tolist() == list(range(77, 87))
+    True
+    >>> small, large = contiguous_block(100, 0.1, None, 3), contiguous_block(100, 0.5, None, 3)
+    >>> set(small.tolist()) <= set(large.tolist())
+    True
+    """
+    k = subset_size(n, fraction, size)
+    h = int(hash64(seed, [_BLOCK_KEY])[0])
+    start = (h * (n - k)) >> 64  # exact integer floor(u * (n - k)) with u = h / 2**64
+    return np.arange(start, start + k, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------- samplers
@@ -233,11 +265,14 @@ def subset_of_loader(
     stratify: Any,
     size_fn: SizeFn | None,
     size_unit: str,
-) -> tuple[FractionSubset, Sampler]:
+    contiguous: bool = False,
+) -> tuple[FractionSubset, Sampler | None]:
     """The subset of a map-style ``loader``'s dataset and the sampler that visits it.
 
     With a ``SubsetRandomSampler(indices)`` the training set *is* ``indices``, so the fraction is
-    taken of them; a custom batch sampler's inner ``.sampler`` is the one restricted.
+    taken of them; a custom batch sampler's inner ``.sampler`` is the one restricted. A custom
+    batch sampler without a ``.sampler`` (one built on the dataset, like Lightning's demo
+    ``SequenceSampler``) gets ``None``: the caller rebuilds it over the subset (:func:`rebatch`).
     """
     dataset = loader.dataset
     n = sized_len(dataset)
@@ -250,20 +285,43 @@ def subset_of_loader(
     original: Any = loader.sampler
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         original = getattr(batch_sampler, "sampler", None)
-        if original is None:
-            raise TypeError(
-                f"the custom batch sampler {type(batch_sampler).__name__} has no `.sampler`, so DataFraction "
-                "cannot restrict it to the subset; build it on a `sampler` argument (like BatchSampler)"
-            )
     labels = resolve_labels(stratify, dataset, n) if stratify is not None else None
     size_array(size_fn, n)  # a wrong length fails here, at build time, not when reporting
     if type(original) is SubsetRandomSampler:
         # the training set is the sampler's index list (train/val split of one dataset)
         raw = original.indices
         base = np.asarray(raw.tolist() if isinstance(raw, torch.Tensor) else list(raw), dtype=np.int64)
-        picked = select_subset(len(base), fraction, size, seed, None if labels is None else labels[base])
+        picked = select_subset(len(base), fraction, size, seed, None if labels is None else labels[base], contiguous)
         indices = np.sort(base[picked])
     else:
-        indices = select_subset(n, fraction, size, seed, labels)
+        indices = select_subset(n, fraction, size, seed, labels, contiguous)
+    if callable(size_fn) and len(indices):
+        sample_size(size_fn, dataset[int(indices[0])])  # a wrong size_fn fails now, not in the run's record
     subset = FractionSubset(dataset, indices, size_fn, size_unit)
-    return subset, subset_sampler(original, subset)
+    return subset, None if original is None else subset_sampler(original, subset)
+
+
+def rebatch(batch_sampler: Any, dataset: Any, subset: FractionSubset) -> Any:
+    """A custom batch sampler built on the dataset (no ``.sampler``), built again on ``subset``.
+
+    Its constructor's arguments are read from the attributes of the same names (``SequenceSampler(dataset,
+    batch_size)`` keeps ``.dataset`` and ``.batch_size``), the dataset swapped for the subset: the
+    sampler then batches the subset exactly as it batched the full data.
+    """
+    kind = type(batch_sampler)
+    fix = (f"the custom batch sampler {kind.__name__} has no `.sampler`, so DataFraction rebuilds it on the subset "
+           "from its constructor's arguments, kept as attributes of the same names")
+    kwargs: dict[str, Any] = {}
+    for name, p in list(inspect.signature(kind.__init__).parameters.items())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if hasattr(batch_sampler, name):
+            value = getattr(batch_sampler, name)
+            kwargs[name] = subset if value is dataset else value
+        elif p.default is p.empty:
+            raise TypeError(f"{fix}; it has no attribute {name!r}: store it as self.{name}, or build the batch "
+                            "sampler on a `sampler` argument (like BatchSampler)")
+    if not any(v is subset for v in kwargs.values()):
+        raise TypeError(f"{fix}; none of them is the training dataset: build it on the dataset "
+                        "(SequenceSampler(dataset, batch_size)) or on a `sampler` argument (like BatchSampler)")
+    return kind(**kwargs)

@@ -20,11 +20,13 @@ from typing import Any, TextIO
 from lightning_scaling._checks import require_int
 from lightning_scaling.sweep import fingerprint
 from lightning_scaling.sweep.adaptive import Adaptive, AdaptiveState
+from lightning_scaling.sweep.completeness import mark_incomplete, missing_sizes
 from lightning_scaling.sweep.context import ENV_RUN, RunContext
 from lightning_scaling.sweep.launchers import Job, Launcher, LocalLauncher, make_launcher, tail
 from lightning_scaling.sweep.lock import SweepLock
 from lightning_scaling.sweep.options import SweepOptions
-from lightning_scaling.sweep.plan import RunSpec, SweepPlan
+from lightning_scaling.sweep.plan import NOT_IN_PLAN, RunSpec, SweepPlan
+from lightning_scaling.sweep.probe_checks import probe_without_record, sizes_too_large
 from lightning_scaling.sweep.progress import Progress, format_duration
 from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record, grid_key
 from lightning_scaling.sweep.report import sig
@@ -244,6 +246,10 @@ class SweepController:
             result = self.analyse(self._planned_records())
             if adaptive is not None:
                 result.adaptive = adaptive
+            else:
+                incomplete = mark_incomplete(result, self.plan, missing_sizes(self.plan, result.runs))
+                if incomplete:
+                    self.log(incomplete.upper()[:1] + incomplete[1:])
             result.save(self.store.root)
         except BaseException:
             self._close_reporter()
@@ -352,11 +358,16 @@ class SweepController:
         if fingerprint.refused(info):
             assert info is not None
             raise SweepError(info["reason"])
+        if rc == 0 and info is None:
+            raise SweepError(probe_without_record(self.command, job.log_path))
+        if info is not None and info.get("status") != "ok":
+            raise SweepError(f"the probe run stopped: {info.get('reason')}")
         if rc != 0 or info is None:
             raise SweepError(f"the probe run failed (exit code {rc}); nothing else was started. Its log "
                              f"{job.log_path} ends with:\n{tail(job.log_path)}")
-        if info.get("status") != "ok":
-            raise SweepError(f"the probe run stopped: {info.get('reason')}")
+        too_large = sizes_too_large(self.plan, info.get("dataset_size"))
+        if too_large:
+            raise SweepError(f"{too_large}; nothing else was started")
         self.scheduler.observe({**info, "params": smallest.params})
 
     def _loop(self, todo: list[RunSpec]) -> None:
@@ -389,7 +400,7 @@ class SweepController:
                 given = rec.get("reason") if fresh and rec else self.store.rejected.get(job.spec.run_id)
                 reason, alone = self.scheduler.failure(job, rc, given)
                 failures.setdefault(job.spec.run_id, []).append(f"attempt {job.attempt}: {reason}")
-                if job.attempt <= self.max_retries or alone:
+                if (job.attempt <= self.max_retries or alone) and NOT_IN_PLAN not in reason:
                     self.log(f"failed (attempt {job.attempt}, retrying): {job.spec.run_id}: {reason.splitlines()[0]}")
                     queue.append((job.spec, job.attempt + 1))
                 else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_scaling._checks import require_int
+from lightning_scaling._checks import require_bool, require_int, require_numbers, require_path, require_str
 from lightning_scaling.sweep.adaptive import Adaptive, check_strategy
 from lightning_scaling.sweep.launchers import LAUNCHERS, Launcher
 from lightning_scaling.sweep.launchers.packing import check_runs_per_device
@@ -24,7 +24,7 @@ from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis, check_targets
 from lightning_scaling.sweep.timeouts import check_run_timeout
 
-__all__ = ["SweepOptions"]
+__all__ = ["SweepOptions", "check_error_targets", "check_reporter"]
 
 @dataclass(frozen=True)
 class SweepOptions:
@@ -98,6 +98,12 @@ class SweepOptions:
         require_int("devices_per_slot", devices_per_slot, 1)
         require_int("slots", slots, 1, allow_none=True)
         require_int("bootstrap", bootstrap, 0)
+        require_path("sweep_dir", sweep_dir)
+        require_str("name", name, "'digits'", allow_none=True)
+        require_str("size_unit", size_unit, "'tokens'")
+        require_bool("probe", probe)
+        require_bool("cli_overrides", cli_overrides, allow_none=True)
+        require_numbers("targets", targets, "[0.05, 0.02] (errors to predict the data needs of)")
         for arg, fn in (("to_error", to_error), ("size_fn", size_fn)):
             if fn is not None and not callable(fn):
                 what = "value -> error" if arg == "to_error" else "sample -> size"
@@ -114,11 +120,16 @@ class SweepOptions:
             check_cli_values(plan.grid)
         if not isinstance(reuse_changed, bool):
             raise TypeError(f"reuse_changed must be True or False, got {reuse_changed!r}")
+        checked_targets = check_targets(targets)
+        check_error_targets(plan, to_error, checked_targets, adaptive)
+        if adaptive is not None and adaptive.initial_sizes > plan.n_sizes:
+            raise ValueError(f"Adaptive(initial_sizes={adaptive.initial_sizes}) needs that many candidate sizes, but "
+                             f"the sweep has {plan.n_sizes}; lower initial_sizes= or add fractions=/sizes=")
         return cls(
             reuse_changed=reuse_changed,
             plan=plan, adaptive=adaptive, to_error=to_error, sweep_dir=sweep_dir, name=name, slots=slots,
             devices_per_slot=devices_per_slot, launcher=launcher, max_retries=max_retries, size_fn=size_fn,
-            size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=check_targets(targets), reporter=reporter,
+            size_unit=size_unit, probe=probe, bootstrap=bootstrap, targets=checked_targets, reporter=reporter,
             cli_overrides=overrides,
             runs_per_device=runs_per_device, run_timeout=run_timeout,
         )
@@ -161,6 +172,25 @@ def check_cli_values(grid: Mapping[str, Sequence[Any]]) -> None:
                 raise ValueError(f"grid[{key!r}] has a value of {size} bytes, too long for the command-line argument "
                                  f"cli_overrides passes (at most {CLI_VALUE_LIMIT}); pass a shorter value (a file "
                                  "path, a name) or cli_overrides=False and read it with current_run().param()")
+def check_error_targets(plan: SweepPlan, to_error: Callable[[float], float] | None, targets: list[float],
+                        adaptive: Adaptive | None) -> None:
+    """Refuse target errors the study's error cannot take: rates (``1 - accuracy`` for ``mode="max"``
+    without ``to_error``, or a monitor named like an error rate or accuracy) lie in [0, 1), so a
+    target of 1 or more is a mistake; any other ``mode="min"`` metric (a loss) takes any positive target.
+    """
+    if to_error is not None:
+        return
+    words = set(plan.monitor.lower().replace("/", "_").replace("-", "_").split("_"))
+    if plan.mode != "max" and not words & {"err", "error", "acc", "accuracy"}:
+        return
+    asked = [("targets", t) for t in targets]
+    if adaptive is not None and adaptive.target.kind == "data_needed":
+        asked.append(("strategy=Adaptive(target=Target.data_needed(...))", adaptive.target.value))
+    for arg, value in asked:
+        if value >= 1:
+            raise ValueError(f"{arg} asks for an error of {value:g}, but monitor={plan.monitor!r} (mode={plan.mode!r}) "
+                             "gives an error rate in [0, 1): give the target as an error rate (0.05 for 95% accuracy), "
+                             "or pass to_error= if your error is not a rate")
 
 
 def check_reporter(reporter: Any) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunSpec", "SweepPlan", "geometric"]
+from lightning_scaling._checks import require_int, require_numbers
+
+__all__ = ["NOT_IN_PLAN", "RunSpec", "SweepPlan", "geometric"]
+
+# the words of the error a run raises when its spec is not in its script's plan: a deterministic failure,
+# which the controller never retries
+NOT_IN_PLAN = "is not in this script's sweep plan"
 
 
 def geometric(start: float, stop: float, num: int) -> list[float]:
@@ -120,6 +126,7 @@ class SweepPlan:
         fr, sz = _check_amounts(fractions, sizes, min_sizes)
         grid_lists = _check_grid(grid)
         seed_list = _check_seeds(seeds)
+        require_int("data_seed", data_seed, 0)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError("monitor must name the logged validation metric to minimise, e.g. monitor='val_loss'")
         if mode not in ("min", "max"):
@@ -163,6 +170,19 @@ class SweepPlan:
         return (f"{len(self.runs)} runs = {self.n_sizes} data {unit} [{amounts}] x {len(self.grid_points)} grid "
                 f"points ({grid}) x {len(self.seeds)} seeds; monitor {self.monitor!r} ({self.mode}); largest first")
 
+    def differences(self, other: Mapping[str, Any]) -> list[str]:
+        """The arguments in which this plan differs from ``other`` (a stored plan, :meth:`to_dict`), as
+        ``"name: theirs -> ours"`` lines; empty when the two plan the same study.
+
+        >>> a = SweepPlan.build(fractions=[0.125, 0.25, 0.5, 1.0], seeds=2)
+        >>> SweepPlan.build(fractions=[0.125, 0.25, 0.5, 1.0]).differences(a.to_dict())
+        ['seeds: [0, 1] -> [0]']
+        """
+        mine = self.to_dict()
+        keys = ("fractions", "sizes", "grid", "seeds", "monitor", "mode", "data_seed")
+        return [f"{k}: {other.get(k)!r} -> {mine[k]!r}" for k in keys if json.dumps(other.get(k), sort_keys=True)
+                != json.dumps(mine[k], sort_keys=True)]
+
     def diff(self, old: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Compare with a stored plan: (setting changes that make old runs incomparable, other changes)."""
         fatal = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in self.settings().items() if old.get(k) != v]
@@ -187,7 +207,7 @@ def _check_amounts(fractions: Sequence[float] | None, sizes: Sequence[int] | Non
     fr: list[float] | None = None
     sz: list[int] | None = None
     if fractions is not None:
-        fr = [float(f) for f in fractions]
+        fr = [float(f) for f in require_numbers("fractions", fractions, "ScalingSweep.geometric(1/64, 1.0, 7)")]
         bad = [f for f in fr if not (math.isfinite(f) and 0 < f <= 1)]
         if bad:
             raise ValueError(f"fractions must be in (0, 1], got {bad}; use sizes= for absolute sample counts")
@@ -195,7 +215,8 @@ def _check_amounts(fractions: Sequence[float] | None, sizes: Sequence[int] | Non
         count = len(fr)
     else:
         assert sizes is not None
-        if any(isinstance(s, bool) or not float(s).is_integer() or s < 1 for s in sizes):
+        require_numbers("sizes", sizes, "[1000, 4000, 16000, 64000] (sample counts)")
+        if any(not float(s).is_integer() or s < 1 for s in sizes):
             raise ValueError(f"sizes must be positive integer sample counts, got {list(sizes)}")
         sz = [int(s) for s in sizes]
         _check_distinct(sz, "sizes")
@@ -207,32 +228,61 @@ def _check_amounts(fractions: Sequence[float] | None, sizes: Sequence[int] | Non
 
 
 def _check_grid(grid: Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]]:
-    """The grid as lists: named parameters, each with distinct, JSON-serialisable values."""
+    """The grid as lists: named parameters, each with distinct, finite, JSON-serialisable values."""
+    if grid is not None and not isinstance(grid, Mapping):
+        raise TypeError(f"grid must map parameter names to lists of values, e.g. grid={{'hidden': [8, 16]}}, "
+                        f"got {grid!r}")
     g = {} if grid is None else dict(grid)
-    if not isinstance(g, dict) or not all(isinstance(k, str) and k for k in g):
+    if not all(isinstance(k, str) and k for k in g):
         raise ValueError(f"grid must map parameter names to lists of values, got {grid!r}")
     for k, v in g.items():
         if isinstance(v, str | bytes) or not isinstance(v, Sequence) or len(v) == 0:
             raise ValueError(f"grid[{k!r}] must be a non-empty list of values, got {v!r}; drop the key to "
                              "search nothing, or give at least one value")
-        if len({json.dumps(x, sort_keys=True, default=str) for x in v}) != len(v):
-            raise ValueError(f"grid[{k!r}] repeats values: {list(v)}")
         for x in v:
             try:
-                json.dumps(x)
+                json.dumps(x, allow_nan=False)
             except TypeError:
                 raise ValueError(f"grid[{k!r}] value {x!r} is not JSON-serialisable; use numbers, strings, "
                                  "booleans or lists of them") from None
+            except ValueError:
+                raise ValueError(f"grid[{k!r}] value {x!r} is not a finite number; give each model a finite "
+                                 "value (NaN and inf name no model)") from None
+        # 8 and 8.0 are one model (the script sees equal values): compare numbers as numbers
+        keys = [json.dumps(_same_model(x), sort_keys=True) for x in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"grid[{k!r}] repeats values: {list(v)} (equal numbers such as 8 and 8.0 are one "
+                             "model); give each value once")
     return {k: list(v) for k, v in g.items()}
 
 
+def _same_model(x: Any) -> Any:
+    """A canonical form of a grid value: equal numbers (8, 8.0) alike, bools apart from numbers."""
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int | float):
+        return ["num", float(x)]
+    if isinstance(x, Mapping):
+        return {str(k): _same_model(v) for k, v in x.items()}
+    if isinstance(x, Sequence):
+        return [_same_model(v) for v in x]
+    return x
+
+
 def _check_seeds(seeds: int | Sequence[int]) -> list[int]:
-    """A count of seeds as ``[0, ..., n-1]``, or a list of distinct seeds."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence):
-        raise ValueError(f"seeds must be a count (e.g. 2) or a list of seeds, got {seeds!r}")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    """A count of seeds as ``[0, ..., n-1]``, or a list of distinct integer seeds in ``[0, 2**32)``."""
+    example = "a count (seeds=2) or a list of integer seeds (seeds=[0, 1])"
+    if isinstance(seeds, bool) or not isinstance(seeds, int | Sequence) or isinstance(seeds, str | bytes):
+        raise TypeError(f"seeds must be {example}, got {seeds!r}")
+    if isinstance(seeds, int):
+        seed_list = list(range(seeds))
+    else:
+        seed_list = [int(s) for s in require_numbers("seeds", seeds, "[0, 1]", integer=True)]
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ValueError(f"seeds must be a positive count or a list of distinct seeds, got {seeds!r}")
+    if any(not 0 <= s < 2**32 for s in seed_list):
+        # Lightning's seed_everything replaces such a seed with 0 (a warning only): runs would share seed 0
+        raise ValueError(f"seeds must be in [0, 2**32), got {seeds!r}")
     return seed_list
 
 def _check_distinct(values: Sequence[float], name: str) -> None:

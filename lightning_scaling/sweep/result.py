@@ -117,6 +117,13 @@ class SweepResult:
     predictions: dict[str, Any] = field(default_factory=dict)
     targets: list[float] = field(default_factory=list)
     adaptive: dict[str, Any] = field(default_factory=dict)
+    # planned data sizes without a finished run (sweep/completeness.py); empty when the study is complete
+    missing_sizes: list[float] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """``False`` when a planned data size has no finished run (the laws rest on fewer sizes; see notes)."""
+        return not self.missing_sizes
 
     @classmethod
     def from_records(
