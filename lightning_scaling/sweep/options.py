@@ -99,7 +99,7 @@ class SweepOptions:
         require_int("slots", slots, 1, allow_none=True)
         require_int("bootstrap", bootstrap, 0)
         require_path("sweep_dir", sweep_dir)
-        require_str("name", name, "'digits'", allow_none=True)
+        check_name(name)  # a string that stays inside scaling_sweeps/ (a TypeError names a non-string)
         require_str("size_unit", size_unit, "'tokens'")
         require_bool("probe", probe)
         require_bool("cli_overrides", cli_overrides, allow_none=True)
@@ -114,7 +114,6 @@ class SweepOptions:
         check_reporter(reporter)
         runs_per_device = check_runs_per_device(runs_per_device)
         run_timeout = check_run_timeout(run_timeout)
-        check_name(name)
         overrides = any("." in k for k in plan.grid) if cli_overrides is None else cli_overrides
         if overrides:
             check_cli_values(plan.grid)
