@@ -35,8 +35,8 @@ __all__ = ["KAPPA_PRIOR", "KAPPA_WEIGHT", "NOISE_PRIOR", "DataNeeded", "Predicti
 
 #: prior extrapolation-error rate (log error per fitted log-size range), and its weight in squared
 #: distance units; set on the development sets (docs/fitting.md)
-KAPPA_PRIOR = 0.1
-KAPPA_WEIGHT = 1.0
+KAPPA_PRIOR = 0.5
+KAPPA_WEIGHT = 4.0
 #: prior per-run noise (log error) for curves with few residual degrees of freedom, and its weight
 NOISE_PRIOR = 0.02
 NOISE_WEIGHT = 2.0
