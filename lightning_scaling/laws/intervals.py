@@ -124,9 +124,10 @@ def percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.
     """Two-sided percentile interval along axis 0; order statistics where replicates are infinite."""
     tail = 50.0 * (1.0 - confidence)
     # interpolating between two infinite replicates gives nan; an order statistic stays inf
-    method = "inverted_cdf" if np.isinf(samples).any() else "linear"
-    return (np.percentile(samples, tail, axis=0, method=method),
-            np.percentile(samples, 100.0 - tail, axis=0, method=method))
+    if np.isinf(samples).any():
+        return (np.percentile(samples, tail, axis=0, method="inverted_cdf"),
+                np.percentile(samples, 100.0 - tail, axis=0, method="inverted_cdf"))
+    return np.percentile(samples, tail, axis=0), np.percentile(samples, 100.0 - tail, axis=0)
 
 
 def bootstrap_band(samples: np.ndarray | None, value: np.ndarray, confidence: float

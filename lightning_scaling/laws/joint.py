@@ -391,7 +391,8 @@ def fit_joint_law(
         r = special.logsumexp(terms, axis=0) - ll_
         ar = np.abs(r)
         score = np.where(ar <= huber_delta, 0.5 * r * r, huber_delta * (ar - 0.5 * huber_delta)).sum(axis=1)
-        best_theta, best_val = None, math.inf
+        # the best grid point stands in should every polish fail (a nan objective)
+        best_theta, best_val = starts_[int(np.argmin(score))], math.inf
         for i in np.argsort(score)[:polish]:
             # the objective is ~1e-3 in size: scipy's default tolerances would stop a warm start
             # (a bootstrap replicate) before its first step

@@ -210,6 +210,7 @@ class SweepResult:
         except (ValueError, RuntimeError) as exc:
             self.notes.append(f"no learning curve for {label}: {exc}")
             return None
+        self.notes += [f"{label}: {note}" for note in fit.notes]  # a flat curve, a rising tail
         if fit.exponent > -1e-6:  # the exponent sits on its bound: the error does not fall with data
             self.notes.append(f"{label}: the error does not fall with data (exponent at its bound 0), so there is "
                               "no power law to report" + ("" if keep_flat else "; left out of the comparison"))
