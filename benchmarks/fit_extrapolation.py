@@ -2,7 +2,7 @@
 
 Run from the repository root (the data lies in ``../shared/benchmark-data``)::
 
-    python benchmarks/fit_extrapolation.py [--data DIR] [--chinchilla-bootstrap 200]
+    python benchmarks/fit_extrapolation.py [--data DIR] [--chinchilla-bootstrap 200] [--every N] [--curves-only]
 
 Sections, each measured in this one run:
 
@@ -12,10 +12,14 @@ Sections, each measured in this one run:
    four-digit-addition curve, extrapolated by each form.
 3. Chinchilla L(N, D) on Epoch's 240 points: parameters against the published replication
    (target within 1%), bootstrap intervals next to Epoch's.
-4. Alabdulmohsin et al. 2022 benchmark, 92 curves: RMSLE on the held-out rows, per domain and
-   overall, for our default estimator and for M1, M2 (least squares in log space, all training
-   rows) and M4 fitted as the paper's code fits it (:func:`reference_m4`). The last line is
-   ``mean RMSLE: ours=X m1=X m2=X m4=X``.
+4. lcdb_dev, 400 LCDB classifier curves, and 5. the Alabdulmohsin et al. 2022 benchmark, 92 curves:
+   mean / median RMSLE on the held-out rows (per domain and overall) of our default estimator and of
+   M1, M2 (least squares in log space, all training rows), M2 on the last half of the rows, M4 fitted
+   as the paper's code fits it (:func:`reference_m4`) and the last value; the share of held-out points
+   inside our 95% prediction interval and its median relative width, the share of targets whose
+   size ``data_needed``'s interval holds, failures, and seconds per fit with its interval. Lines
+   ``coverage95: <set>=X``, ``lcdb_dev mean RMSLE: ours=X m2_last_half=X last_value=X``, and last
+   ``mean RMSLE: ours=X m1=X m2=X m4=X`` (the Alabdulmohsin benchmark).
 """
 
 from __future__ import annotations
@@ -256,48 +260,17 @@ def reference_m4(curves, err_0, up_bound, max_iterations: int = 10_000):
     return [predictor(i) for i in range(k_n)]
 
 
-def bench_alabdulmohsin(data: Path) -> None:
-    curves = load_curves(data)
-    t0 = time.perf_counter()
-    settings = np.array([M4_SETTINGS[key[0]] for key, *_ in curves])
-    m4 = reference_m4([(x, y) for _, x, y, _, _ in curves], settings[:, 0], settings[:, 1])
-    m4_secs = time.perf_counter() - t0
-    estimators = {
-        "ours": lambda i, x, y: fit_learning_curve(x, y, bootstrap=0).predict,
-        "m1": lambda i, x, y: _plain(get_form("power_law"), x, y),
-        "m2": lambda i, x, y: _plain(get_form("hestness"), x, y),
-        "m4": lambda i, x, y: m4[i],  # fitted above, all curves together
-    }
-    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
-    m4_global: dict[str, list[float]] = defaultdict(list)
-    wins: dict[str, float] = defaultdict(float)
-    t0 = time.perf_counter()
-    for i, ((domain, _, _), x, y, xt, yt) in enumerate(curves):
-        per = {}
-        for name, est in estimators.items():
-            pred = est(i, x, y)(xt)
-            per[name] = rmsle(pred.value if hasattr(pred, "value") else pred, yt)
-            scores[(domain, name)].append(per[name])
-        m4_global[domain].append(rmsle(_plain(get_form("m4"), x, y)(xt), yt))
-        best = min(round(v, 3) for v in per.values())
-        tied = [k for k, v in per.items() if round(v, 3) == best]
-        for k in tied:
-            wins[k] += 1 / len(tied)
-    secs = time.perf_counter() - t0 + m4_secs
-    domains = ["IC", "NMT", "LM", "BB"]
-    print(f"== Alabdulmohsin et al. 2022 benchmark: {len(curves)} curves, RMSLE on held-out rows ({secs:.0f} s, "
-          f"of which M4 {m4_secs:.0f} s)")
-    print("domain  curves   " + "".join(f"{k:>9}" for k in estimators))
-    for d in domains:
-        cells = "".join(f"{np.mean(scores[(d, k)]):>9.4f}" for k in estimators)
-        print(f"{d:<7} {len(scores[(d, 'ours')]):>6}   {cells}")
-    print("win rate (best to 3 decimals, ties shared): "
-          + " ".join(f"{k}={wins[k] / len(curves):.2f}" for k in estimators))
-    print("reference: plain M2 on the last half of each curve gives 0.0299 overall, 0.0357 on IC (shared README)")
-    print("M4's form at its global least-squares optimum instead (our multi-start fit, no cap on e_0): "
-          f"IC {np.mean(m4_global['IC']):.4f}, all {np.mean([v for d in domains for v in m4_global[d]]):.4f}")
-    overall = {k: np.mean([v for d in domains for v in scores[(d, k)]]) for k in estimators}
-    print("mean RMSLE: " + " ".join(f"{k}={v:.4f}" for k, v in overall.items()))
+def load_lcdb(data: Path):
+    """The 400 LCDB curves of ``lcdb_dev.csv`` as ``(("lcdb", id, ""), x, y, x_test, y_test)``."""
+    rows: OrderedDict = OrderedDict()
+    for r in csv.DictReader((data / "lcdb_dev.csv").open()):
+        rows.setdefault(r["curve_id"], []).append((float(r["x"]), float(r["y"]), r["split"] == "fit"))
+    out = []
+    for cid, pts in rows.items():
+        a = np.array(pts)
+        fit = a[:, 2] == 1
+        out.append((("lcdb", cid, ""), a[fit, 0], a[fit, 1], a[~fit, 0], a[~fit, 1]))
+    return out
 
 
 def _plain(form, x, y):
@@ -305,18 +278,138 @@ def _plain(form, x, y):
     return lambda xt: form.predict(params, xt)
 
 
+def _last_half(x, y):
+    """M2 on the larger-x half of the fit points (at least 3), as the shared README's baseline."""
+    k = min(len(x) // 2, max(len(x) - 3, 0))
+    return _plain(get_form("hestness"), x[k:], y[k:])
+
+
+ESTIMATORS = ("ours", "m1", "m2", "m2_last_half", "m4", "last_value")
+#: every baseline as ``(x, y) -> predict``; M4 is fitted for all curves at once (``reference_m4``)
+BASELINES = {
+    "m1": lambda x, y: _plain(get_form("power_law"), x, y),
+    "m2": lambda x, y: _plain(get_form("hestness"), x, y),
+    "m2_last_half": lambda x, y: _last_half(x, y),
+    "m4": None,
+    "last_value": lambda x, y: lambda xt: np.full(len(xt), y[-1]),
+}
+
+
+def _data_needed_hit(fit, x, y, xt, yt):
+    """Does ``data_needed``'s interval contain the size where the held-out curve reaches a target?
+
+    The target is the held-out error midway along the held-out points; the size that reaches it is
+    the first held-out size at or below it. ``None`` where the held-out curve never gets below the
+    last fitted error (nothing to extrapolate to)."""
+    target = float(yt[len(yt) // 2])
+    below = np.flatnonzero(yt <= target)
+    if target >= y[-1] or not len(below):
+        return None
+    need = fit.data_needed(target)
+    return bool(need.lower <= xt[below[0]] <= need.upper)
+
+
+def evaluate(curves, m4):
+    """Score every estimator on every curve; ours also for its 95% prediction interval and its speed."""
+    table: dict = defaultdict(lambda: defaultdict(list))
+    for i, ((domain, _, _), x, y, xt, yt) in enumerate(curves):
+        rec = table[domain]
+        t0 = time.perf_counter()
+        try:
+            fit = fit_learning_curve(x, y, bootstrap=0)
+            pred = fit.predict(xt)
+            rec["secs"].append(time.perf_counter() - t0)
+            value = np.asarray(pred.value)
+            rec["hits"] += ((pred.lower <= yt) & (yt <= pred.upper)).tolist()
+            rec["width"] += ((pred.upper - pred.lower) / value).tolist()
+            hit = _data_needed_hit(fit, x, y, xt, yt)
+            if hit is not None:
+                rec["need_hits"].append(hit)
+        except (ValueError, RuntimeError, FloatingPointError):
+            rec["fails"].append(1)
+            value = np.full(len(xt), y[-1])
+        rec["ours"].append(rmsle(value, yt))
+        for name, baseline in BASELINES.items():
+            try:
+                v = np.asarray((m4[i] if name == "m4" else baseline(x, y))(xt), dtype=float)
+                ok = np.all(np.isfinite(v)) and np.all(v > 0)
+            except (ValueError, RuntimeError):
+                ok = False
+            rec[name].append(rmsle(v if ok else np.full(len(xt), y[-1]), yt))
+    return table
+
+
+def _pooled(table, domains, key):
+    return [v for d in domains for v in table[d][key]]
+
+
+def report(title, table, domains, label):
+    """Print the per-domain and overall table, coverage and speed; return the overall means."""
+    print(f"== {title}")
+    print("domain  curves  " + "".join(f"{k:>14}" for k in ESTIMATORS) + "   (mean / median RMSLE)")
+    groups = [(d, [d]) for d in domains] + ([("all", domains)] if len(domains) > 1 else [])
+    for name, ds in groups:
+        cells = "".join(f"{np.mean(_pooled(table, ds, k)):>7.4f}/{np.median(_pooled(table, ds, k)):.4f}"[-14:]
+                        .rjust(14) for k in ESTIMATORS)
+        print(f"{name:<7} {len(_pooled(table, ds, 'ours')):>6}  {cells}")
+    for name, ds in groups:
+        hits, width, need = (_pooled(table, ds, k) for k in ("hits", "width", "need_hits"))
+        print(f"{name:<7} ours: 95% prediction interval holds {np.mean(hits):.3f} of {len(hits)} held-out points, "
+              f"median relative width {np.median(width):.3f}; data_needed interval holds {np.mean(need):.3f} "
+              f"of {len(need)} targets; failures {len(_pooled(table, ds, 'fails'))}; "
+              f"median {np.median(_pooled(table, ds, 'secs')):.3f} s per fit + interval")
+    hits = _pooled(table, domains, "hits")
+    print(f"coverage95: {label}={np.mean(hits):.3f} (median relative width "
+          f"{np.median(_pooled(table, domains, 'width')):.3f})")
+    return {k: float(np.mean(_pooled(table, domains, k))) for k in ESTIMATORS}, \
+        {k: float(np.median(_pooled(table, domains, k))) for k in ESTIMATORS}
+
+
+def bench_lcdb(data: Path, every: int) -> None:
+    curves = load_lcdb(data)[::every]
+    t0 = time.perf_counter()
+    m4 = reference_m4([(x, y) for _, x, y, _, _ in curves], np.ones(len(curves)), np.ones(len(curves)))
+    table = evaluate(curves, m4)
+    mean, median = report(f"lcdb_dev: {len(curves)} LCDB curves, RMSLE on the test rows "
+                          f"({time.perf_counter() - t0:.0f} s)", table, ["lcdb"], "lcdb_dev")
+    print("lcdb_dev mean RMSLE: " + " ".join(f"{k}={mean[k]:.4f}" for k in ("ours", "m2_last_half", "last_value")))
+    print("lcdb_dev median RMSLE: " + " ".join(f"{k}={median[k]:.4f}" for k in ("ours", "m2_last_half", "last_value")))
+    print()
+
+
+def bench_alabdulmohsin(data: Path, every: int) -> None:
+    curves = load_curves(data)[::every]
+    t0 = time.perf_counter()
+    settings = np.array([M4_SETTINGS[key[0]] for key, *_ in curves])
+    m4 = reference_m4([(x, y) for _, x, y, _, _ in curves], settings[:, 0], settings[:, 1])
+    m4_secs = time.perf_counter() - t0
+    table = evaluate(curves, m4)
+    domains = [d for d in ("IC", "NMT", "LM", "BB") if d in table]
+    mean, _ = report(f"Alabdulmohsin et al. 2022 benchmark: {len(curves)} curves, RMSLE on held-out rows "
+                     f"({time.perf_counter() - t0:.0f} s, of which M4 {m4_secs:.0f} s)", table, domains,
+                     "alabdulmohsin")
+    lm_nmt = [v for d in ("LM", "NMT") for v in table[d]["ours"]]
+    print(f"ours vs NSL-PFN (published): IC {np.mean(table['IC']['ours']):.4f} (NSL-PFN 0.0280), "
+          f"LM+NMT {np.mean(lm_nmt) if lm_nmt else float('nan'):.4f} (NSL-PFN 0.0194)")
+    print("mean RMSLE: " + " ".join(f"{k}={mean[k]:.4f}" for k in ("ours", "m1", "m2", "m4")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared benchmark-data folder")
     parser.add_argument("--chinchilla-bootstrap", type=int, default=200)
+    parser.add_argument("--every", type=int, default=1, help="score every n-th curve only (quick iterations)")
+    parser.add_argument("--curves-only", action="store_true", help="skip the speed, BNSL and Chinchilla sections")
     args = parser.parse_args()
     if not (args.data / "alabdulmohsin2022_benchmark").is_dir():
         raise SystemExit(f"benchmark data not found under {args.data}; pass --data path/to/shared/benchmark-data")
     warnings.simplefilter("ignore", RuntimeWarning)
-    bench_speed()
-    bench_bnsl(args.data)
-    bench_chinchilla(args.data, args.chinchilla_bootstrap)
-    bench_alabdulmohsin(args.data)
+    if not args.curves_only:
+        bench_speed()
+        bench_bnsl(args.data)
+        bench_chinchilla(args.data, args.chinchilla_bootstrap)
+    bench_lcdb(args.data, args.every)
+    bench_alabdulmohsin(args.data, args.every)
 
 
 if __name__ == "__main__":

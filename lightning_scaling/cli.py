@@ -380,6 +380,9 @@ def _fit_command(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError) as exc:
             label = f" (group {name!r})" if args.group else ""
             raise CLIError(f"FILE {args.file!r}{label}: {exc}") from None
+        if fits[name].constant:  # the fitter gives a flat law; the command reports it as the data problem it is
+            label = f" (group {name!r})" if args.group else ""
+            raise CLIError(f"FILE {args.file!r}{label}: {fits[name].notes[0]}")
     shared = None
     if len(fits) >= 2 and args.form == "hestness":
         used: dict[str, tuple[Any, Any]] = {k: (f.sizes[f.start_index:], f.errors[f.start_index:])

@@ -10,15 +10,9 @@ Importing this package never imports torch or Lightning, so it can be used, read
 -0.35
 """
 
-from lightning_scaling.laws.fit import (
-    DataNeeded,
-    LearningCurveFit,
-    Prediction,
-    extrapolation_error,
-    fit_learning_curve,
-    select_form,
-)
+from lightning_scaling.laws.fit import LearningCurveFit, fit_learning_curve
 from lightning_scaling.laws.forms import FORMS, M4, BrokenPowerLaw, Form, Hestness, PowerLaw, get_form
+from lightning_scaling.laws.intervals import DataNeeded, Prediction
 from lightning_scaling.laws.joint import (
     JointLawFit,
     ModelSizeLaw,
@@ -27,6 +21,7 @@ from lightning_scaling.laws.joint import (
     fit_model_size_law,
     fit_shared_exponent,
 )
+from lightning_scaling.laws.selection import FormScores, extrapolation_error, select_form
 
 __all__ = [
     "FORMS",
@@ -34,6 +29,7 @@ __all__ = [
     "BrokenPowerLaw",
     "DataNeeded",
     "Form",
+    "FormScores",
     "Hestness",
     "JointLawFit",
     "LearningCurveFit",

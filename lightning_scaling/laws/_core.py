@@ -16,7 +16,6 @@ def fit_form(
     weights: np.ndarray | None = None,
     huber: float | None = None,
     ctx: Context | None = None,
-    keep: int = 1,
 ) -> tuple[np.ndarray, float]:
     """Fit ``form`` to ``(x, y)`` in log-error space from its grid of starts; return the best.
 
@@ -27,7 +26,6 @@ def fit_form(
         weights: per-point weights (e.g. inverse variance of the log error over seeds).
         huber: Huber threshold on log residuals, ``None`` for least squares.
         ctx: parameterisation context; defaults to the one of ``(x, y)``.
-        keep: unused starts are refined this many at a time; ``1`` refines all starts.
 
     Returns:
         ``(params, cost)`` with ``params`` in the user's units.

@@ -6,11 +6,12 @@ import numpy as np
 
 
 def as_curve(
-    sizes: object, errors: object, *, n_params: int, what: str = "errors"
+    sizes: object, errors: object, *, n_params: int, what: str = "errors", allow_constant: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a learning curve; return float arrays ``x (n,)`` and ``y (n,)`` or ``(n, seeds)``.
 
-    ``errors`` may be 2-D with one column per seed (``nan`` marks a missing seed).
+    ``errors`` may be 2-D with one column per seed (``nan`` marks a missing seed). Constant ``errors``
+    are an error unless ``allow_constant`` (the caller then fits a flat law).
     """
     try:
         x = np.asarray(sizes, dtype=float)
@@ -56,7 +57,7 @@ def as_curve(
             f"(more for intervals and region detection) or choose a form with fewer parameters"
         )
     ymean = np.nanmean(y, axis=1) if y.ndim == 2 else y
-    if np.ptp(ymean) <= 1e-12 * np.abs(ymean).max():
+    if not allow_constant and np.ptp(ymean) <= 1e-12 * np.abs(ymean).max():
         hint = ("there is no learning curve to fit; check that training used the data fraction and that the "
                 "monitored metric changes") if what == "errors" else "there is no trend to fit a power law to"
         raise ValueError(f"{what} are constant ({ymean[0]:.6g} at every size): {hint}")

@@ -6,17 +6,18 @@ The default estimator follows Hestness et al. 2017: the power law
 :math:`\beta < 0` and :math:`0 \le \gamma < \min \varepsilon`. What makes it robust:
 
 * **Small-data region.** Points near best-guess error bend the curve and spoil the exponent. The
-  start of the power-law region is chosen by *held-out extrapolation*: for each candidate start the
-  law is fitted without the largest sizes (the last 20% of the log-size range) and scored on them; the
-  start used is the median of the five best candidates (one law, and a stable choice). On the public
-  Alabdulmohsin et al. 2022 benchmark this cuts extrapolation error by more than half
-  (``benchmarks/fit_extrapolation.py``).
+  start of the power-law region is chosen by *held-out extrapolation*
+  (:func:`~lightning_scaling.laws.selection.detect_start`): for each candidate start the law is
+  fitted without the largest sizes and scored on them; the start used is the median of the five
+  best candidates.
 * **Seeds and weights.** ``errors`` may hold one column per seed; the curve is fitted to the
-  per-size mean with inverse-variance weights (a size run with fewer seeds, or with one, takes the
-  seed variance pooled over the others: its mean counts in proportion to its seeds), and intervals
-  resample the seeds.
-* **Intervals** are bootstrap percentiles: every parameter, every prediction, every data-needed
-  figure comes with one.
+  per-size mean with inverse-variance weights (a size with fewer seeds takes the pooled seed
+  variance: its mean counts in proportion to its seeds).
+* **Intervals.** ``predict`` and ``data_needed`` give prediction intervals for a new run
+  (:mod:`~lightning_scaling.laws.intervals`); parameters get bootstrap percentile intervals.
+* **Hostile curves.** Constant errors give a flat law and a note; an error that rises at the
+  largest sizes gives a note, and predictions beyond the data are not taken below the level
+  measured last.
 """
 
 from __future__ import annotations
@@ -33,79 +34,26 @@ import numpy as np
 from lightning_scaling.laws._core import fit_form, refit_many
 from lightning_scaling.laws._validation import as_curve
 from lightning_scaling.laws.forms import Context, Form, Hestness, PowerLaw, get_form
+from lightning_scaling.laws.intervals import (
+    DataNeeded,
+    Prediction,
+    PredictiveSpread,
+    bootstrap_band,
+    jsonable,
+    make_prediction,
+    percentiles,
+    positive_sizes,
+    z_value,
+)
+from lightning_scaling.laws.selection import HOLDOUT_FRACTION, Holdout, detect_start, heldout_fit, holdout_count
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = [
-    "DataNeeded",
-    "LearningCurveFit",
-    "Prediction",
-    "extrapolation_error",
-    "fit_learning_curve",
-    "select_form",
-]
+__all__ = ["LearningCurveFit", "fit_learning_curve"]
 
 Resample = Literal["auto", "points", "seeds"]
-
-#: fraction of the log-size range held out when scoring a candidate by extrapolation
-HOLDOUT_FRACTION = 0.2
-#: candidate starts of the power-law region, as fractions of the points
-_START_GRID = np.arange(0.0, 0.76, 0.05)
-_TOP_STARTS = 5
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A predicted value with its bootstrap interval (arrays for array input)."""
-
-    value: Any
-    lower: Any
-    upper: Any
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": _jsonable(self.value), "lower": _jsonable(self.lower), "upper": _jsonable(self.upper),
-                "confidence": self.confidence}
-
-
-def _positive_sizes(sizes: Any, what: str = "sizes") -> np.ndarray:
-    """``sizes`` as a 1-d float array, every one positive and finite (where a law is evaluated)."""
-    x = np.atleast_1d(np.asarray(sizes, dtype=float))
-    bad = ~np.isfinite(x) | (x <= 0)
-    if np.any(bad):
-        raise ValueError(f"{what} to predict at must be positive and finite, got {x[bad]}")
-    return x
-
-
-def _prediction(scalar: bool, value: np.ndarray, lo: np.ndarray, hi: np.ndarray, confidence: float) -> Prediction:
-    """A :class:`Prediction` of floats when ``scalar`` (the caller asked at one size), else of arrays."""
-    if scalar:
-        return Prediction(float(value[0]), float(lo[0]), float(hi[0]), confidence)
-    return Prediction(value, lo, hi, confidence)
-
-
-@dataclass(frozen=True)
-class DataNeeded(Prediction):
-    """Training-set size needed for a target error, with interval; ``inf`` where it is unreachable."""
-
-    target: float = math.nan
-    floor: float = math.nan
-
-    @property
-    def reachable(self) -> bool:
-        """Whether the fitted curve reaches the target at any size."""
-        return bool(np.isfinite(self.value))
-
-    def __str__(self) -> str:
-        if not self.reachable:
-            return (f"unreachable: target {self.target:.4g} is at or below the fitted floor "
-                    f"(irreducible error {self.floor:.4g})")
-        upper = "unbounded" if not np.isfinite(self.upper) else f"{self.upper:.4g}"
-        return f"{self.value:.4g} [{self.lower:.4g}, {upper}] ({self.confidence:.0%} interval)"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "target": self.target, "reachable": self.reachable, "floor": self.floor}
+Interval = Literal["prediction", "confidence"]
 
 
 @dataclass
@@ -113,7 +61,8 @@ class LearningCurveFit:
     """A fitted learning curve: parameters with intervals, regions, and predictions.
 
     Build one with :func:`fit_learning_curve`. ``boot`` holds the bootstrap replicates of the
-    parameters; every interval here is a percentile interval over them.
+    parameters (their percentiles are ``intervals``); ``spread`` the terms of the prediction
+    interval; ``notes`` what a user should know about this curve (flat, rising tail).
     """
 
     form: Form
@@ -128,6 +77,11 @@ class LearningCurveFit:
     loss: str = "squared"
     resample: str = "points"
     rmsle: float = math.nan
+    spread: PredictiveSpread | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
+    tail_level: float = 0.0
+    """Predictions beyond the largest size are not below this (the level measured last on a rising tail)."""
+    constant: bool = False
 
     # -- the law ---------------------------------------------------------------------------------
     @property
@@ -152,7 +106,7 @@ class LearningCurveFit:
         For the paper's form :math:`m^* = (0.1\\gamma/\\alpha)^{1/\\beta}`; beyond it, even unlimited
         data removes less than a tenth of the error. ``inf`` for curves without a floor.
         """
-        if not self.floor > 0:
+        if not self.floor > 0 or self.constant:
             return math.inf
         return float(self.form.size_for(self._vector(), 1.1 * self.floor)[0])
 
@@ -168,42 +122,88 @@ class LearningCurveFit:
     def _vector(self) -> np.ndarray:
         return np.array([self.params[k] for k in self.form.params])
 
+    def _value(self, x: np.ndarray) -> np.ndarray:
+        value = self.form.predict(self._vector(), x)
+        beyond = x > self.sizes[-1]
+        return np.where(beyond, np.maximum(value, self.tail_level), value)
+
+    def _band(self, x: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.spread is None:
+            return value, value
+        half = z_value(self.confidence) * self.spread.sd(x)
+        return value * np.exp(-half), value * np.exp(half)
+
     # -- predictions -----------------------------------------------------------------------------
-    def predict(self, sizes: float | Sequence[float] | np.ndarray) -> Prediction:
-        """Predicted error at ``sizes``, with its bootstrap interval.
+    def predict(self, sizes: float | Sequence[float] | np.ndarray, *, interval: Interval = "prediction") -> Prediction:
+        """Predicted error at ``sizes``, with its interval.
+
+        Args:
+            sizes: training-set size(s).
+            interval: ``"prediction"`` (default): where a new run at that size would land, with the
+                fit's ``confidence``; ``"confidence"``: the bootstrap percentile interval of the
+                mean curve (parameter uncertainty only).
 
         >>> import numpy as np
         >>> m = np.geomspace(100, 100_000, 8)
         >>> fit = fit_learning_curve(m, 3.0 * m**-0.3 + 0.05, bootstrap=200)
-        >>> round(float(fit.predict(1e6).value), 4)  # 3 * 1e6**-0.3 + 0.05
-        0.0975
+        >>> p = fit.predict(1e6)
+        >>> round(float(p.value), 4), bool(p.lower < p.value < p.upper)  # 3 * 1e6**-0.3 + 0.05
+        (0.0975, True)
         """
-        x = _positive_sizes(sizes)
-        value = self.form.predict(self._vector(), x)
-        lo, hi = self._band(self.form.predict(self.boot, x))
-        return _prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence)
+        x = positive_sizes(sizes)
+        value = self._value(x)
+        if interval == "confidence":
+            lo, hi = bootstrap_band(None if self.constant else self.form.predict(self.boot, x), value,
+                                    self.confidence)
+        elif interval == "prediction":
+            lo, hi = self._band(x, value)
+        else:
+            raise ValueError(f"interval must be 'prediction' or 'confidence', got {interval!r}")
+        return make_prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence, interval)
 
     def data_needed(self, target: float) -> DataNeeded:
-        """Training-set size at which the error reaches ``target``, with interval.
+        """Training-set size at which the error reaches ``target``, with its prediction interval.
 
-        Targets at or below the fitted floor are unreachable: the value is ``inf`` and ``str()``
-        says so. The upper end is ``inf`` when some bootstrap replicates cannot reach the target.
+        The interval runs from the size where the interval's lower edge reaches the target to the
+        size beyond which its upper edge stays below it (``inf`` when it never does). Targets at or
+        below the fitted floor (or below the level of a rising tail) are unreachable: the value is
+        ``inf`` and ``str()`` says so; a target above every measured error says it is reached already.
         """
         if not (isinstance(target, int | float | np.floating) and math.isfinite(target) and target > 0):
             raise ValueError(f"target must be a positive, finite error, got {target!r}")
-        value = float(self.form.size_for(self._vector(), target)[0])
-        reps = self.form.size_for(self.boot, float(target))
-        lo, hi = self._band(reps[:, None])
+        target = float(target)
+        note = ""
+        if self.constant:
+            value = float(self.sizes[0]) if target >= self.params["gamma"] else math.inf
+        else:
+            value = float(self.form.size_for(self._vector(), target)[0])
+        if target < self.tail_level:
+            value, note = math.inf, "below the level measured last on a rising tail; the data support no lower error"
+        if target >= float(np.max(self.errors)):
+            note = (f"the target is above every measured error (the largest, {np.max(self.errors):.4g}): "
+                    f"reached already at the smallest size measured, {self.sizes[0]:.4g}")
+            value = min(value, float(self.sizes[0]))
         if not math.isfinite(value):
-            lo, hi = np.array([math.inf]), np.array([math.inf])
-        return DataNeeded(value, float(lo[0]), float(hi[0]), self.confidence, target=float(target), floor=self.floor)
+            return DataNeeded(math.inf, math.inf, math.inf, self.confidence, target=target, floor=self.floor,
+                              note=note)
+        lo, hi = self._size_interval(target, value)
+        return DataNeeded(value, lo, hi, self.confidence, target=target, floor=self.floor, note=note)
 
-    def _band(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ok = samples[~np.isnan(samples).any(axis=1)]
-        if len(ok) == 0:
-            nan = np.full(samples.shape[1], np.nan)
-            return nan, nan
-        return _percentiles(ok, self.confidence)
+    def _size_interval(self, target: float, value: float) -> tuple[float, float]:
+        lx0 = math.log(self.sizes[0]) - 5.0
+        lx1 = max(math.log(value), math.log(self.sizes[-1])) + 20.0
+        grid = np.exp(np.linspace(lx0, lx1, 2000))
+        lower, upper = self._band(grid, self._value(grid))
+        reached = np.flatnonzero(lower <= target)
+        lo = float(grid[reached[0]]) if len(reached) else math.inf
+        above = np.flatnonzero(upper > target)
+        if not len(above):
+            hi = float(grid[0])
+        elif above[-1] == len(grid) - 1:
+            hi = math.inf
+        else:
+            hi = float(grid[above[-1] + 1])
+        return min(lo, value), max(hi, value)
 
     # -- reporting -------------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -216,6 +216,7 @@ class LearningCurveFit:
         start = (f"small-data < {r['power_law'][0]:.4g} <= power-law" if self.start_index
                  else "no small-data region in the data; power-law")
         lines.append(f"  regions: {start} < {r['power_law'][1]:.4g} <= irreducible")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def equation(self) -> str:
@@ -235,7 +236,7 @@ class LearningCurveFit:
             "confidence": self.confidence,
             "exponent": self.exponent,
             "floor": self.floor,
-            "regions": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in self.regions.items()},
+            "regions": {k: [jsonable(a), jsonable(b)] for k, (a, b) in self.regions.items()},
             "power_law_start": self.power_law_start,
             "start_index": self.start_index,
             "sizes": self.sizes.tolist(),
@@ -244,7 +245,10 @@ class LearningCurveFit:
             "resample": self.resample,
             "n_bootstrap": len(self.boot),
             "rmsle": self.rmsle,
+            "notes": list(self.notes),
         }
+        if self.spread is not None:
+            out["prediction_interval"] = {"noise_sd": self.spread.noise_sd, "kappa": self.spread.kappa}
         return out
 
     def to_json(self, **kwargs: Any) -> str:
@@ -255,27 +259,7 @@ class LearningCurveFit:
         from lightning_scaling.laws.plot import plot_fit
 
         return plot_fit(self, ax=ax, extrapolate=extrapolate, label=label)
-
-
-def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided percentile interval along axis 0; order statistics where replicates are infinite."""
-    tail = 50.0 * (1.0 - confidence)
-    # interpolating between two infinite replicates gives nan; an order statistic stays inf
-    method = "inverted_cdf" if np.isinf(samples).any() else "linear"
-    return (np.percentile(samples, tail, axis=0, method=method),
-            np.percentile(samples, 100.0 - tail, axis=0, method=method))
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return [_jsonable(u) for u in v.tolist()]
-    if isinstance(v, float | np.floating):
-        v = float(v)
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else None)
-    return v
-
-
-# -- estimators --------------------------------------------------------------------------------------
+# -- estimators -------------------------------------------------------------------------------------
 def _seed_weights(y: np.ndarray) -> np.ndarray:
     """Inverse-variance weights of each size's mean log error, from its seeds.
 
@@ -309,50 +293,90 @@ def _reduce_seeds(y: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray
     return mean, np.ones_like(mean)
 
 
-def extrapolation_error(
-    form: Form | str, sizes: np.ndarray, errors: np.ndarray, *, holdout: float = HOLDOUT_FRACTION,
-    weights: np.ndarray | None = None, huber: float | None = None,
-) -> float:
-    """RMSLE of ``form`` fitted without the largest sizes and scored on them.
+def _run_noise(y_all: np.ndarray) -> float | None:
+    """One run's noise in log error, pooled over the sizes with two or more seeds; ``None`` without seeds."""
+    if y_all.ndim != 2:
+        return None
+    logy = np.log(y_all)
+    dof = np.maximum(np.sum(np.isfinite(logy), axis=1) - 1, 0)
+    if not dof.any():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        var = np.where(dof > 0, np.nanvar(logy, axis=1, ddof=1), 0.0)
+    return float(math.sqrt(np.sum(var * dof) / np.sum(dof)))
 
-    The held-out points are those in the last ``holdout`` of the log-size range (at least two).
+
+def _rising_tail(x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
+    """``(level, note)`` when the error rises at the largest sizes beyond its noise, else ``(0, "")``.
+
+    The noise is the spread of second differences of log error (a smooth decreasing curve has
+    almost none); a rise of more than twice that and more than 2% counts.
     """
-    f = get_form(form)
-    x, y = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
-    h = _holdout_count(x, holdout, f.n_params)
-    if h == 0:
-        raise ValueError(f"{len(x)} sizes are too few to hold any out for {f.name} ({f.n_params} parameters)")
-    return _heldout_rmsle(f, x, y, h, None if weights is None else np.asarray(weights), huber)
+    ly = np.log(y)
+    j = int(np.argmin(ly))
+    if j == len(y) - 1 or len(y) < 3:
+        return 0.0, ""
+    noise = 1.4826 * float(np.median(np.abs(np.diff(ly, 2)))) / math.sqrt(6.0) if len(y) >= 4 else 0.0
+    if ly[-1] - ly[j] <= max(math.log(1.02), 2.0 * noise):
+        return 0.0, ""
+    level = float(np.exp(np.mean(ly[max(j + 1, len(y) - 2):])))
+    kind = "peaks and falls again" if ly[-1] < np.max(ly[j:]) - max(math.log(1.02), 2.0 * noise) else "rises"
+    return level, (f"the error {kind} at the largest sizes (from {y[j]:.4g} at {x[j]:.4g} to {y[-1]:.4g} at "
+                   f"{x[-1]:.4g}): no power law holds there, so predictions beyond the data are held at the level "
+                   f"measured last ({level:.4g}) instead of falling")
 
 
-def _heldout_rmsle(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray | None,
-                   huber: float | None) -> float:
-    """Fit on all but the last ``h`` points, RMSLE on those ``h``."""
-    p, _ = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)
-    return float(np.sqrt(np.mean((form.log_predict(p, x[-h:]) - np.log(y[-h:])) ** 2)))
+def _constant_fit(x: np.ndarray, y_all: np.ndarray, confidence: float, seed_errors: np.ndarray | None
+                  ) -> LearningCurveFit:
+    """A flat law for errors that are the same at every size, with a note saying so."""
+    y = np.nanmean(y_all, axis=1) if y_all.ndim == 2 else y_all
+    level = float(np.mean(y))
+    form = Hestness()
+    params = np.array([0.0, 0.0, level])
+    noise = _run_noise(y_all)
+    spread = PredictiveSpread.estimate(form, np.zeros(0), Context.of(x, y), x, np.log(y), np.ones_like(y),
+                                       residuals=np.zeros(0), distance=np.zeros(0), run_noise=noise)
+    note = (f"errors are constant ({level:.6g} at every size): there is no learning curve to fit, so the "
+            "prediction is flat; check that training used the data fraction and that the monitored metric changes")
+    return LearningCurveFit(
+        form=form, params=dict(zip(form.params, params.tolist())),
+        intervals={k: (float(v), float(v)) for k, v in zip(form.params, params)}, sizes=x, errors=y,
+        start_index=0, confidence=confidence, boot=params[None], seed_errors=seed_errors, rmsle=0.0,
+        spread=spread, notes=[note], constant=True)
 
 
-def _holdout_count(x: np.ndarray, holdout: float, n_params: int) -> int:
-    lx = np.log(x)
-    h = max(2, int(np.sum(lx > lx[-1] - holdout * (lx[-1] - lx[0]))))
-    return max(0, min(h, len(x) - n_params - 1))
+def _check_options(confidence: float, bootstrap: int, loss: str, resample: str) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not (isinstance(bootstrap, int | np.integer) and bootstrap >= 0):
+        raise ValueError(f"bootstrap must be a non-negative integer number of replicates, got {bootstrap!r}")
+    if loss not in ("squared", "huber"):
+        raise ValueError(f"loss must be 'squared' or 'huber', got {loss!r}")
+    if resample not in ("auto", "points", "seeds"):
+        raise ValueError(f"resample must be 'auto', 'points' or 'seeds', got {resample!r}")
 
 
-def _detect_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber: float | None) -> int:
-    """Start of the power-law region: the median of the best starts by held-out extrapolation."""
-    n = len(x)
-    h = _holdout_count(x, HOLDOUT_FRACTION, form.n_params)
-    if h == 0:
-        return 0
-    scored = []
-    for k in sorted({round(float(f) * n) for f in _START_GRID}):
-        if n - h - k < form.n_params + 1:
-            break
-        scored.append((_heldout_rmsle(form, x[k:], y[k:], h, w[k:], huber), k))
-    if not scored:
-        return 0
-    scored.sort()
-    return int(np.median([k for _, k in scored[:_TOP_STARTS]]))
+def _bootstrap(f: Form, xs: np.ndarray, ys: np.ndarray, ws: np.ndarray, ys_seeds: np.ndarray | None,
+               params: np.ndarray, ctx: Context, *, n: int, method: str, user_weights: bool,
+               huber: float | None, rng: np.random.Generator) -> np.ndarray:
+    """``n`` bootstrap replicates of the parameters, resampling points or each size's seeds."""
+    if n == 0:
+        return params[None, :].copy()
+    if method == "points" or ys_seeds is None:
+        counts = rng.multinomial(len(xs), np.full(len(xs), 1.0 / len(xs)), size=n)
+        return refit_many(f, xs, np.log(ys), counts * ws, params, ctx, huber=huber)
+    reps = np.full((n, len(xs), ys_seeds.shape[1]), np.nan)
+    for i, row in enumerate(ys_seeds):
+        ok = row[np.isfinite(row)]
+        draw = ok[rng.integers(0, len(ok), size=(n, len(ok)))]
+        # resampled means spread by sqrt((n-1)/n) of the mean's true spread; undo that, or a
+        # curve measured with few seeds gets intervals that are too narrow
+        centre = ok.mean()
+        reps[:, i, : len(ok)] = centre + math.sqrt(len(ok) / (len(ok) - 1)) * (draw - centre)
+    reps = np.maximum(reps, 1e-12 * ys.min())
+    rw = np.broadcast_to(ws, (n, len(xs))) if user_weights else _seed_weights(reps)
+    return refit_many(f, xs, np.log(np.nanmean(reps, axis=2)), rw, params, ctx, huber=huber)
 
 
 def fit_learning_curve(
@@ -370,7 +394,7 @@ def fit_learning_curve(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> LearningCurveFit:
-    r"""Fit a learning curve with bootstrap intervals and the paper's regions.
+    r"""Fit a learning curve with prediction intervals, bootstrap parameter intervals and the paper's regions.
 
     Args:
         sizes: training-set sizes ``m`` (samples, tokens, ...), increasing, each once.
@@ -384,14 +408,15 @@ def fit_learning_curve(
         loss: ``"squared"`` or ``"huber"`` on log-error residuals (Huber resists outlier runs).
         huber_delta: Huber threshold in log-error units (0.05 = a 5% relative error).
         weights: per-size weights (override the seed-variance weights).
-        bootstrap: number of bootstrap replicates for the intervals (0 disables intervals).
+        bootstrap: bootstrap replicates for the parameter intervals and the mean curve's confidence
+            interval (0 disables them; prediction intervals need none).
         resample: ``"points"`` resamples sizes, ``"seeds"`` resamples seeds within each size,
             ``"auto"`` uses seeds when every size has at least two.
         confidence: level of every interval.
         seed: seed of the bootstrap; results are deterministic given it.
 
     Returns:
-        A :class:`LearningCurveFit`.
+        A :class:`LearningCurveFit`. Errors that are the same at every size give a flat fit with a note.
 
     Example:
         >>> import numpy as np
@@ -406,15 +431,8 @@ def fit_learning_curve(
         True
     """
     f = get_form(form)
-    x, y_all = as_curve(sizes, errors, n_params=f.n_params)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if not (isinstance(bootstrap, int | np.integer) and bootstrap >= 0):
-        raise ValueError(f"bootstrap must be a non-negative integer number of replicates, got {bootstrap!r}")
-    if loss not in ("squared", "huber"):
-        raise ValueError(f"loss must be 'squared' or 'huber', got {loss!r}")
-    if resample not in ("auto", "points", "seeds"):
-        raise ValueError(f"resample must be 'auto', 'points' or 'seeds', got {resample!r}")
+    x, y_all = as_curve(sizes, errors, n_params=f.n_params, allow_constant=True)
+    _check_options(confidence, bootstrap, loss, resample)
     seeds_available = y_all.ndim == 2 and bool(np.all(np.sum(np.isfinite(y_all), axis=1) >= 2))
     if resample == "seeds" and not seeds_available:
         raise ValueError("resample='seeds' needs errors of shape (n_sizes, n_seeds) with >= 2 seeds at every size; "
@@ -426,96 +444,37 @@ def fit_learning_curve(
         if w_user.shape != x.shape or not np.all(np.isfinite(w_user)) or np.any(w_user < 0) or not w_user.any():
             raise ValueError(f"weights must be {len(x)} finite, non-negative values, not all zero")
     y, w = _reduce_seeds(y_all, w_user)
+    if np.ptp(y) <= 1e-12 * np.abs(y).max():
+        return _constant_fit(x, y_all, confidence, y_all if y_all.ndim == 2 else None)
     huber = huber_delta if loss == "huber" else None
 
+    held = Holdout()
     if start is not None:
         k = int(np.searchsorted(x, start))
         if k >= len(x) or len(x) - k < f.n_params:
             raise ValueError(f"start={start} leaves {len(x) - k} sizes; the {f.name} form needs {f.n_params}")
     elif detect_small_data and isinstance(f, Hestness | PowerLaw):
-        k = _detect_start(f, x, y, w, huber)
+        k, held = detect_start(f, x, y, w, huber)
     else:
         k = 0
-
     xs, ys, ws = x[k:], y[k:], w[k:]
+    if not len(held.residuals) and (h := holdout_count(xs, HOLDOUT_FRACTION, f.n_params)):
+        held = heldout_fit(f, xs, ys, h, ws, huber)  # the curve's own past, for the interval
+
     ctx = Context.of(xs, ys)
     params, _ = fit_form(f, xs, ys, weights=ws, huber=huber, ctx=ctx)
     rmsle = float(np.sqrt(np.mean((f.log_predict(params, xs) - np.log(ys)) ** 2)))
-
-    rng = np.random.default_rng(seed)
-    if bootstrap == 0:
-        boot = params[None, :].copy()
-    elif method == "points":
-        counts = rng.multinomial(len(xs), np.full(len(xs), 1.0 / len(xs)), size=bootstrap)
-        boot = refit_many(f, xs, np.log(ys), counts * ws, params, ctx, huber=huber)
-    else:
-        ys_seeds = y_all[k:]
-        reps = np.empty((bootstrap, len(xs), ys_seeds.shape[1]))
-        reps.fill(np.nan)
-        for i, row in enumerate(ys_seeds):
-            ok = row[np.isfinite(row)]
-            draw = ok[rng.integers(0, len(ok), size=(bootstrap, len(ok)))]
-            # resampled means spread by sqrt((n-1)/n) of the mean's true spread; undo that, or a
-            # curve measured with few seeds gets intervals that are too narrow
-            centre = ok.mean()
-            reps[:, i, : len(ok)] = centre + math.sqrt(len(ok) / (len(ok) - 1)) * (draw - centre)
-        reps = np.maximum(reps, 1e-12 * ys.min())
-        rw = np.broadcast_to(ws, (bootstrap, len(xs))) if w_user is not None else _seed_weights(reps)
-        reps = np.nanmean(reps, axis=2)
-        boot = refit_many(f, xs, np.log(reps), rw, params, ctx, huber=huber)
-
-    lo, hi = _percentiles(boot[~np.isnan(boot).any(axis=1)], confidence)
-    intervals = {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(f.params)}
+    theta = f.unconstrained(params, ctx)
+    spread = PredictiveSpread.estimate(f, theta, ctx, xs, np.log(ys), ws, residuals=held.residuals,
+                                       distance=held.distance, run_noise=_run_noise(y_all[k:]))
+    boot = _bootstrap(f, xs, ys, ws, y_all[k:] if y_all.ndim == 2 else None, params, ctx, n=bootstrap,
+                      method=method, user_weights=w_user is not None, huber=huber, rng=np.random.default_rng(seed))
+    lo, hi = percentiles(boot[~np.isnan(boot).any(axis=1)], confidence)
+    level, note = _rising_tail(x, y)
     return LearningCurveFit(
-        form=f,
-        params={name: float(v) for name, v in zip(f.params, params)},
-        intervals=intervals,
-        sizes=x,
-        errors=y,
-        start_index=k,
-        confidence=confidence,
-        boot=boot,
-        seed_errors=y_all if y_all.ndim == 2 else None,
-        loss=loss,
-        resample=method,
-        rmsle=rmsle,
+        form=f, params={name: float(v) for name, v in zip(f.params, params)},
+        intervals={name: (float(lo[i]), float(hi[i])) for i, name in enumerate(f.params)},
+        sizes=x, errors=y, start_index=k, confidence=confidence, boot=boot,
+        seed_errors=y_all if y_all.ndim == 2 else None, loss=loss, resample=method, rmsle=rmsle,
+        spread=spread, notes=[note] if note else [], tail_level=level,
     )
-
-
-def select_form(
-    sizes: Sequence[float] | np.ndarray,
-    errors: Sequence[float] | np.ndarray,
-    forms: Sequence[str | Form] = ("hestness", "power_law", "m4", "broken_power_law"),
-    *,
-    holdout: float = HOLDOUT_FRACTION,
-) -> tuple[str, dict[str, float]]:
-    """Choose among forms by held-out extrapolation, not in-sample fit.
-
-    Each form is fitted without the largest sizes (the last ``holdout`` of the log-size range) and
-    scored by RMSLE on them; more flexible forms win only if they extrapolate better.
-
-    Returns:
-        ``(best form name, {form name: held-out RMSLE})``; forms with too many parameters for the
-        data are left out of the scores.
-
-    >>> import numpy as np
-    >>> m = np.geomspace(10, 1e5, 15)
-    >>> best, scores = select_form(m, 5 * m**-0.4 + 0.1, forms=("power_law", "hestness"))
-    >>> best, scores["hestness"] < scores["power_law"]
-    ('hestness', True)
-    """
-    x, y = as_curve(sizes, errors, n_params=2)
-    if y.ndim == 2:
-        y = np.nanmean(y, axis=1)
-    scores: dict[str, float] = {}
-    for form in forms:
-        f = get_form(form)
-        if _holdout_count(x, holdout, f.n_params) == 0:
-            continue
-        try:
-            scores[f.name] = extrapolation_error(f, x, y, holdout=holdout)
-        except RuntimeError:
-            continue
-    if not scores:
-        raise ValueError(f"{len(x)} sizes are too few to compare forms by held-out extrapolation; measure more sizes")
-    return min(scores, key=scores.__getitem__), scores

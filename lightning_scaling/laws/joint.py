@@ -24,8 +24,8 @@ from scipy import optimize, special, stats
 from lightning_scaling.laws._core import fit_form
 from lightning_scaling.laws._solver import batched_lm
 from lightning_scaling.laws._validation import as_curve
-from lightning_scaling.laws.fit import Prediction, _percentiles, _positive_sizes, _prediction
 from lightning_scaling.laws.forms import Context, Hestness
+from lightning_scaling.laws.intervals import Prediction, bootstrap_band, make_prediction, percentiles, positive_sizes
 
 __all__ = [
     "JointLawFit",
@@ -172,7 +172,7 @@ def fit_shared_exponent(
             [rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=bootstrap) for x, _ in data], axis=1)
         bt, bc = batched_lm(residuals, np.repeat(best[None], bootstrap, axis=0), counts, max_iter=100)
         b_rep, a_rep, g_rep = natural(bt[np.isfinite(bc)])
-        lo, hi = _percentiles(np.column_stack([b_rep, a_rep, g_rep]), confidence)
+        lo, hi = percentiles(np.column_stack([b_rep, a_rep, g_rep]), confidence)
     else:
         lo = hi = np.concatenate([[beta_hat], alpha_hat, gamma_hat])
     k = len(names)
@@ -203,20 +203,18 @@ class ModelSizeLaw:
     """Bootstrap replicates ``(B, 2)`` of ``(sigma, beta_p)``; ``None`` without a bootstrap."""
 
     def predict(self, sizes: float | Sequence[float] | np.ndarray) -> Prediction:
-        """Best model size (parameters) at data size(s), with its bootstrap interval.
+        """Best model size (parameters) at data size(s), with its bootstrap (confidence) interval.
 
         >>> law = fit_model_size_law([1e3, 1e4, 1e5, 1e6], [2e4, 1e5, 5e5, 2.5e6], bootstrap=200)
         >>> p = law.predict(1e7)
         >>> round(p.value), bool(p.lower <= p.value <= p.upper)
         (12500000, True)
         """
-        x = _positive_sizes(sizes)
+        x = positive_sizes(sizes)
         value = self.sigma * x**self.beta_p
-        if self.boot is None or len(self.boot) == 0:
-            lo = hi = value
-        else:
-            lo, hi = _percentiles(self.boot[:, :1] * x[None] ** self.boot[:, 1:2], self.confidence)
-        return _prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence)
+        reps = None if self.boot is None else self.boot[:, :1] * x[None] ** self.boot[:, 1:2]
+        lo, hi = bootstrap_band(reps, value, self.confidence)
+        return make_prediction(np.ndim(sizes) == 0, value, lo, hi, self.confidence, "confidence")
 
     def to_dict(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "beta_p": self.beta_p,
@@ -259,7 +257,7 @@ def fit_model_size_law(
     inter = bpm[ok, 0] - slopes * bxm[ok, 0]
     boot = np.stack([np.exp(inter), slopes], axis=1)
     if len(slopes):
-        lo, hi = _percentiles(boot, confidence)
+        lo, hi = percentiles(boot, confidence)
     else:
         lo = hi = np.array([math.exp(intercept), slope])
     return ModelSizeLaw(
@@ -286,18 +284,18 @@ class JointLawFit:
     """Bootstrap replicates ``(B, 5)`` of ``(A, B, E, alpha, beta)``; ``None`` without a bootstrap."""
 
     def predict(self, n_params: Any, n_tokens: Any) -> Prediction:
-        """Loss at model size(s) ``n_params`` and data size(s) ``n_tokens``, with its bootstrap interval."""
-        n = _positive_sizes(n_params, "n_params")
-        d = _positive_sizes(n_tokens, "n_tokens")
+        """Loss at model sizes ``n_params`` and data sizes ``n_tokens``, with its bootstrap (confidence) interval."""
+        n = positive_sizes(n_params, "n_params")
+        d = positive_sizes(n_tokens, "n_tokens")
         n, d = np.broadcast_arrays(n, d)
         value = self.E + self.A / n**self.alpha + self.B / d**self.beta
-        if self.boot is None or len(self.boot) == 0:
-            lo = hi = value
-        else:
+        reps = None
+        if self.boot is not None:
             a, b, e, al, be = (self.boot[:, i : i + 1] for i in range(5))
-            lo, hi = _percentiles(e + a / n[None] ** al + b / d[None] ** be, self.confidence)
+            reps = e + a / n[None] ** al + b / d[None] ** be
+        lo, hi = bootstrap_band(reps, value, self.confidence)
         scalar = np.ndim(n_params) == 0 and np.ndim(n_tokens) == 0
-        return _prediction(scalar, value, lo, hi, self.confidence)
+        return make_prediction(scalar, value, lo, hi, self.confidence, "confidence")
 
     def compute_optimal(self, flops: float) -> tuple[float, float]:
         """Compute-optimal ``(N, D)`` for a FLOP budget ``C = 6 N D`` (Hoffmann et al., eq. 4)."""
@@ -393,7 +391,8 @@ def fit_joint_law(
         r = special.logsumexp(terms, axis=0) - ll_
         ar = np.abs(r)
         score = np.where(ar <= huber_delta, 0.5 * r * r, huber_delta * (ar - 0.5 * huber_delta)).sum(axis=1)
-        best_theta, best_val = None, math.inf
+        # the best grid point stands in should every polish fail (a nan objective)
+        best_theta, best_val = starts_[int(np.argmin(score))], math.inf
         for i in np.argsort(score)[:polish]:
             # the objective is ~1e-3 in size: scipy's default tolerances would stop a warm start
             # (a bootstrap replicate) before its first step
@@ -418,7 +417,7 @@ def fit_joint_law(
         reps.append(natural(t))
     boot = np.array(reps).reshape(-1, 5)
     if reps:
-        lo, hi = _percentiles(boot, confidence)
+        lo, hi = percentiles(boot, confidence)
     else:
         lo = hi = point
     return JointLawFit(

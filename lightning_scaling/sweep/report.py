@@ -160,6 +160,7 @@ class ReportedFit(LearningCurveFit):
         irreducible = ("no irreducible-error region within 1000x the largest size measured"
                        if not (math.isfinite(end) and end <= BEYOND * largest) else f"< {sig(end)} <= irreducible")
         lines.append(f"  regions: {start} {irreducible}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

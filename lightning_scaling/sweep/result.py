@@ -248,6 +248,7 @@ class SweepResult:
         except (ValueError, RuntimeError) as exc:
             self.notes.append(f"no learning curve for {label}: {exc}")
             return None
+        self.notes += [f"{label}: {note}" for note in fit.notes]  # a flat curve, a rising tail
         if not fit.supported:
             self.notes.append(f"{label}: {fit.reason}" + ("" if keep_flat else "; left out of the comparison"))
             # a grid point whose error does not fall at all has no curve to show; one whose law is merely not
