@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -96,6 +97,26 @@ def run_fingerprint(trainer: pl.Trainer, grid: Sequence[str], namespace: ModuleT
         versions={k: v for k, v in versions(namespace).items() if k != "python"})
 
 
+def unseeded_model_warning(seed: int, environ: Mapping[str, str]) -> str | None:
+    """What to tell a run whose model was built before its seed was set, or ``None``.
+
+    Lightning's ``seed_everything`` (``current_run().seed_everything()``, ``pl.seed_everything(seed)``,
+    LightningCLI's ``--seed_everything``) records the seed in ``PL_GLOBAL_SEED``; the sweep removes it
+    from every run's environment. Without it every seed of a grid point starts from the same weights
+    (torch's fixed start-up seed), so the seeds measure data-order noise only.
+
+    >>> unseeded_model_warning(1, {"PL_GLOBAL_SEED": "1"}) is None
+    True
+    >>> unseeded_model_warning(1, {})[:40]
+    'the model was built before the run seed '
+    """
+    if environ.get("PL_GLOBAL_SEED") == str(seed):
+        return None
+    return (f"the model was built before the run seed ({seed}) was set: every seed of a grid point starts from "
+            "the same weights, so the seeds measure data-order noise only; call current_run().seed_everything() "
+            "before building the model")
+
+
 def _destroy_process_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -131,6 +152,7 @@ class RunRole:
         self.budget_desc: str | None = None
         self.wall_before = 0.0  # an adaptive rung continued from a checkpoint: the earlier rungs' wall time
         self.fingerprint: dict[str, Any] | None = None
+        self.unseeded: str | None = None  # what to tell a run whose model was built before its seed was set
 
     @property
     def monitor(self) -> str:
@@ -154,6 +176,9 @@ class RunRole:
         spec = self.run.spec
         assert spec is not None
         self.check_plan(spec.base_id or spec.run_id)
+        self.unseeded = unseeded_model_warning(spec.seed, os.environ)
+        if self.unseeded is not None:
+            warnings.warn(self.unseeded, UserWarning, stacklevel=2)
         self.run.seed_everything()  # once per run: a no-op if the script seeded it before building the model
         self.check_fingerprint(trainer)
         self.apply_fraction(trainer)
@@ -366,6 +391,7 @@ class RunRole:
                 "device_memory": record.get("device_memory"),
                 "fingerprint": self.fingerprint,
                 "dataset_size": dataset_size(self.datamodule if self.datamodule is not None else self.loader_dataset),
+                "unseeded_model": self.unseeded,
             })
             return
         store.write_record(record)

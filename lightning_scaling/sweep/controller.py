@@ -368,6 +368,8 @@ class SweepController:
         too_large = sizes_too_large(self.plan, info.get("dataset_size"))
         if too_large:
             raise SweepError(f"{too_large}; nothing else was started")
+        if info.get("unseeded_model"):
+            self.log(f"warning: {info['unseeded_model']}")
         self.scheduler.observe({**info, "params": smallest.params})
 
     def _loop(self, todo: list[RunSpec]) -> None:

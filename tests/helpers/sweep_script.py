@@ -20,6 +20,7 @@ Test hooks, read from the environment (children inherit it from the controller):
                    W&B's configured mode; "reporter": no logger, the sweep gets a WandbReporter (offline)
                    with the JSON options in LS_TEST_WANDB_REPORTER; "true": ScalingSweep(reporter=True)
     LS_TEST_HPARAMS  JSON keyword arguments added to the model's (its hparams)
+    LS_TEST_UNSEEDED  "1": the script builds its model without seeding the run first
     LS_TEST_TRAINER  JSON keyword arguments added to the Trainer's
 """
 
@@ -102,7 +103,8 @@ def main() -> None:
     args = parser.parse_args()
 
     run = current_run()
-    run.seed_everything()
+    if os.environ.get("LS_TEST_UNSEEDED") != "1":
+        run.seed_everything()
     fail = json.loads(os.environ.get("LS_TEST_FAIL", "{}"))
     hidden = run.param("hidden", default=32)
     if run.is_run and not run.probe:

@@ -107,3 +107,18 @@ def test_a_data_size_lost_to_failures_makes_the_study_incomplete(tmp_path, monke
     assert not result.complete and result.missing_sizes == [0.5]
     saved = json.loads((tmp_path / "sw" / "result.json").read_text())
     assert any(n.startswith("incomplete study: 1 of 4 planned data fractions") for n in saved["notes"])
+
+
+@pytest.mark.slow
+def test_a_model_built_before_the_run_seed_is_named_by_the_probe(tmp_path, monkeypatch, capfd):
+    args = _project(monkeypatch, tmp_path, fractions=F)
+    monkeypatch.setenv("LS_TEST_UNSEEDED", "1")
+    run_sweep(HELPERS / "sweep_script.py", args=args, fractions=F, monitor="val_err", sweep_dir=tmp_path / "sw",
+              seeds=1, slots=2)
+    err = capfd.readouterr().err
+    assert "warning: the model was built before the run seed (0) was set" in err
+    assert "current_run().seed_everything()" in err
+    monkeypatch.delenv("LS_TEST_UNSEEDED")
+    run_sweep(HELPERS / "sweep_script.py", args=args, fractions=F, monitor="val_err", sweep_dir=tmp_path / "sw2",
+              seeds=1, slots=2)
+    assert "the model was built before the run seed" not in capfd.readouterr().err
