@@ -24,6 +24,7 @@ from lightning_scaling.laws import (
     fit_model_size_law,
     fit_shared_exponent,
 )
+from lightning_scaling.sweep.aggregate import best_per_size, seed_matrix
 from lightning_scaling.sweep.record import OK, grid_key, record_amount
 from lightning_scaling.sweep.report import (
     ReportedFit,
@@ -179,26 +180,25 @@ class SweepResult:
         for r in ok:
             by_amount[record_amount(r)][grid_key(r.get("params"))].append(r)
         amounts = sorted(by_amount, key=lambda a: np.mean([x["train_size"] for g in by_amount[a].values() for x in g]))
-        best_rows = []
-        for a in amounts:
-            groups = by_amount[a]
-            scored = {k: float(np.mean([x["error"] for x in v])) for k, v in groups.items()}
-            winner = min(scored, key=scored.__getitem__)
-            rows = groups[winner]
-            best_rows.append({
-                "amount": a, "train_size": float(np.mean([x["train_size"] for x in rows])),
-                "params": rows[0].get("params", {}), "error": scored[winner],
-                "errors": [x["error"] for x in rows], "seeds": [x["seed"] for x in rows],
-                "trainable_params": rows[0].get("trainable_params"),
-                "candidates": {k: v for k, v in scored.items()},
-            })
-        res.best = best_rows
+        res.best = best_rows = best_per_size(by_amount, amounts)
 
         sizes = np.array([b["train_size"] for b in best_rows])
-        res.law = res._fit(sizes, _seed_matrix([b["errors"] for b in best_rows]), "best model per size", bootstrap,
+        res.law = res._fit(sizes, seed_matrix([b["errors"] for b in best_rows]), "best model per size", bootstrap,
                            seed)
 
         grid_keys = sorted({grid_key(r.get("params")) for r in ok}, key=_natural)
+        res._fit_per_grid(by_amount, amounts, grid_keys, bootstrap, seed)
+        if len(grid_keys) > 1:
+            res._fit_model_size_law(sizes, [b["trainable_params"] for b in best_rows], bootstrap, seed)
+        res._predict()
+        note = undertrained_note(runs)
+        if note:
+            res.notes.append(note)
+        return res
+
+    def _fit_per_grid(self, by_amount: Mapping[Any, Mapping[str, list[dict[str, Any]]]], amounts: list[Any],
+                      grid_keys: list[str], bootstrap: int, seed: int) -> None:
+        """Each grid point's own learning curve (full-budget runs only), then the shared-exponent test."""
         curves: dict[str, tuple[Any, Any]] = {}
         for gk in grid_keys:
             pts = []
@@ -210,36 +210,32 @@ class SweepResult:
                                 [x["error"] for x in rows]))
             label = _label(json.loads(gk))
             if len(grid_keys) > 1 and len(pts) >= 4:
-                fit = res._fit(np.array([p for p, _ in pts]), _seed_matrix([e for _, e in pts]), label, bootstrap,
-                               seed, keep_flat=False)
+                fit = self._fit(np.array([p for p, _ in pts]), seed_matrix([e for _, e in pts]), label, bootstrap,
+                                seed, keep_flat=False)
                 if fit is not None:
-                    res.per_grid[label] = fit
+                    self.per_grid[label] = fit
                     if fit.supported:  # only curves that are laws enter the shared-exponent test
                         curves[label] = (fit.sizes[fit.start_index:], fit.errors[fit.start_index:])
         if len(curves) >= 2:
             try:
-                res.shared_exponent = fit_shared_exponent(curves, bootstrap=min(bootstrap, 300), seed=seed)
+                self.shared_exponent = fit_shared_exponent(curves, bootstrap=min(bootstrap, 300), seed=seed)
             except ValueError as exc:
-                res.notes.append(f"no shared-exponent test: {exc}")
+                self.notes.append(f"no shared-exponent test: {exc}")
 
-        counts = [b["trainable_params"] for b in best_rows]
-        if len(grid_keys) > 1 and all(isinstance(c, int | float) and c > 0 for c in counts):
+    def _fit_model_size_law(self, sizes: np.ndarray, counts: list[Any], bootstrap: int, seed: int) -> None:
+        """The paper's second law, ``params(m) = sigma m^beta_p``, over the best model's size at each data size."""
+        if all(isinstance(c, int | float) and c > 0 for c in counts):
             if len(set(counts)) > 1:
                 try:
-                    res.model_size_law = fit_model_size_law(sizes, counts, bootstrap=bootstrap, seed=seed)
-                    lo, hi = res.model_size_law.intervals["beta_p"]
+                    self.model_size_law = fit_model_size_law(sizes, counts, bootstrap=bootstrap, seed=seed)
+                    lo, hi = self.model_size_law.intervals["beta_p"]
                     if bootstrap and lo <= 0 <= hi:
-                        res.notes.append("the model-size exponent's interval includes 0: the best model size may "
-                                         "not change with data (the winners may differ only by noise)")
+                        self.notes.append("the model-size exponent's interval includes 0: the best model size may "
+                                          "not change with data (the winners may differ only by noise)")
                 except ValueError as exc:
-                    res.notes.append(f"no model-size law: {exc}")
+                    self.notes.append(f"no model-size law: {exc}")
             else:
-                res.notes.append("no model-size law: the same model size was best at every data size")
-        res._predict()
-        note = undertrained_note(runs)
-        if note:
-            res.notes.append(note)
-        return res
+                self.notes.append("no model-size law: the same model size was best at every data size")
 
     def _fit(self, x: np.ndarray, y: np.ndarray, label: str, bootstrap: int, seed: int,
              keep_flat: bool = True) -> ReportedFit | None:
@@ -512,12 +508,3 @@ def _natural(key: str) -> list[tuple[int, Any]]:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
-
-
-def _seed_matrix(errors: Sequence[Sequence[float]]) -> np.ndarray:
-    """Errors per size as ``(n_sizes, n_seeds)``, ``nan`` for missing seeds; 1-D when each size has one."""
-    width = max(len(e) for e in errors)
-    out = np.full((len(errors), width), np.nan)
-    for i, e in enumerate(errors):
-        out[i, : len(e)] = e
-    return out if width > 1 else out[:, 0]
