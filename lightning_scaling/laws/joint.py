@@ -89,6 +89,11 @@ def fit_shared_exponent(
 ) -> SharedExponentFit:
     r"""Fit curves with one shared exponent and test it against separate exponents.
 
+    One function on purpose (~80 lines): the residual, the starts, the F-test and the bootstrap are
+    closures over one stacked layout of every curve's points and one parameter vector
+    (``[log(-beta), (log alpha_k, logit gamma_k) per curve]``); split apart, each would take that
+    layout as arguments.
+
     Args:
         curves: ``{name: (sizes, errors)}``, at least two curves of at least four sizes each.
         bootstrap: replicates (resampling points within each curve) for the intervals of the shared
@@ -341,6 +346,9 @@ def fit_joint_law(
     seed: int = 0,
 ) -> JointLawFit:
     r"""Fit :math:`L(N, D) = E + A/N^{a} + B/D^{b}` as Hoffmann et al. 2022 (App. D.2) do.
+
+    One function on purpose (~65 lines): the grid search, the polish and the bootstrap share one
+    Huber objective over one parameter layout, kept as closures rather than passed around.
 
     Minimises the Huber loss (``huber_delta`` on :math:`\log L`) of
     :math:`\log L - \operatorname{LSE}(\log A - a\log N, \log B - b\log D, \log E)` with L-BFGS.
