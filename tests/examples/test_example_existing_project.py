@@ -19,7 +19,7 @@ import yaml
 
 from lightning_scaling.sweep.plan import geometric
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 EXAMPLE = REPO / "examples" / "existing_project"
 TIMEOUT = 300
 FRACTIONS = [0.125, 0.25, 0.5, 1.0]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "examples" / "char_lm" / "train.py"
 
 
