@@ -111,7 +111,8 @@ def test_ray_local_instance_records_returned_through_ray_retry_and_resume(tmp_pa
     again = run_controller(tmp_path, SWEEP, LS_TEST_LAUNCHER=json.dumps(launcher))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming: 4 runs already finished, 0 to run" in again.stderr
-    assert "Ray cluster" not in again.stderr  # nothing to run: Ray is not even started
+    # nothing to run, but a rerun over finished runs probes first: their fingerprint must still match
+    assert "probe: one batch of" in again.stderr
     assert read_records(folder) == recs
 
 
