@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import wandb
 from helpers.records import spec_record
+from helpers.wandb_env import offline_wandb_home
 
 from lightning_scaling.sweep import SweepPlan, SweepResult, SweepStore
 
@@ -16,17 +17,8 @@ SECRET = "sentinel-api-key-0123456789abcdef"
 
 @pytest.fixture
 def wandb_dirs(tmp_path, monkeypatch):
-    root = tmp_path / "wandb_home"
-    for var, sub in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                     ("WANDB_DATA_DIR", "data")):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        monkeypatch.setenv(var, str(root / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    # wandb reads its environment once per process, into a singleton: reset it so these folders apply
-    wandb.teardown()
-    yield root
+    yield offline_wandb_home(tmp_path / "wandb_home", monkeypatch)
     wandb.teardown()
 
 
