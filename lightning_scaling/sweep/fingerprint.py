@@ -213,12 +213,17 @@ def expectation(refs: Mapping[str, list[dict[str, Any]]], params: Mapping[str, A
     same = refs.get(grid_key(params))
     if same:
         return {"refs": same, "ignore": []}
+    ignore = [*GRID_PARTS, *(k for k in grid if k.startswith("trainer."))]
+    # compared without what a grid point sets, the other grid points' fingerprints are mostly one: kept
+    # once, the expectation stays small enough for a run's environment however large the grid
     others: list[dict[str, Any]] = []
     for group in refs.values():
-        others.extend(fp for fp in group if fp not in others)
+        for fp in group:
+            kept = _without(flatten(fp), ignore)
+            if kept not in others:
+                others.append(kept)
     if not others:
         return None
-    ignore = [*GRID_PARTS, *(k for k in grid if k.startswith("trainer."))]
     return {"refs": others, "ignore": ignore}
 
 

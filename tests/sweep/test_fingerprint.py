@@ -88,6 +88,15 @@ def test_a_run_of_another_grid_point_is_compared_without_its_hyperparameters():
         == ["--x=1"]
 
 
+def test_a_new_grid_point_expects_one_fingerprint_however_many_grid_points_finished():
+    refs = fingerprint.references([{"status": "ok", "params": {"hidden": h}, "fingerprint": fp(hidden=h)}
+                                   for h in range(1, 400)])
+    other = fingerprint.expectation(refs, {"hidden": 1000}, ["hidden"])
+    assert other is not None and len(other["refs"]) == 1  # a run's environment holds it at any grid size
+    assert fingerprint.check(fp(hidden=1000), other) == []
+    assert fingerprint.check(fp(hidden=1000, max_steps=400), other) == ["trainer.max_steps: 200 -> 400"]
+
+
 def test_a_changed_setting_refuses_before_any_run_and_reuse_changed_reuses(tmp_path):
     sweep(tmp_path, lambda s: fp())[0].run()
     before = launches(tmp_path)
