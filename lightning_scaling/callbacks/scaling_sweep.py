@@ -15,6 +15,7 @@ private API is in :mod:`~lightning_scaling.lightning_internals`.
 .. code-block:: python
 
     run = current_run()
+    run.seed_everything()
     model = Net(hidden=run.param("hidden", default=256))
     sweep = ScalingSweep(fractions=ScalingSweep.geometric(1 / 64, 1.0, num=7),
                          grid={"hidden": [64, 128, 256]}, seeds=2, monitor="val_err")
