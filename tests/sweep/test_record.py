@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import pytest
+from helpers.fake_launchers import InstantSlot
 from helpers.records import make_record
 from typing_extensions import get_type_hints
 
@@ -105,35 +106,18 @@ def test_the_controller_writes_a_given_up_run_through_the_builder(tmp_path):
     plan = SweepPlan.build(sizes=[100, 200, 400, 800], monitor="val_err")
     store = SweepStore(tmp_path)
 
-    class Dies:  # every run exits with code 1 and writes nothing
-        capacity = 1
-
-        def __init__(self):
-            self.jobs = []
-
+    class Dies(InstantSlot):  # every run exits with code 1 and writes nothing
         def describe(self):
             return "a slot whose runs die"
-
-        def submit(self, job):
-            self.jobs.append(job)
 
         def poll(self):
             done, self.jobs = [(j, 1) for j in self.jobs], []
             return done
 
-        def running(self):
-            return self.jobs
-
         def wait(self, timeout):
             pass
 
-        def shutdown(self, grace=10.0):
-            pass
-
-        def close(self):
-            pass
-
-    ctrl = SweepController(plan, store, launcher=Dies(), command=[sys.executable, "train.py"],  # type: ignore[arg-type]
+    ctrl = SweepController(plan, store, launcher=Dies(store), command=[sys.executable, "train.py"],  # type: ignore[arg-type]
                            probe=False, max_retries=1, stream=io.StringIO())
     result = ctrl.run()
     records = store.records()
