@@ -160,8 +160,7 @@ class ScalingSweep(Callback):
             data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
             launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
             cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-            runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed,
-            select=select)
+            runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed, select=select)
         self.plan = self.options.plan
         self.adaptive = self.options.adaptive
         self.cli_overrides = self.options.cli_overrides

@@ -99,8 +99,9 @@ class SweepController:
         self.cli_overrides = cli_overrides
         self.max_retries = max_retries
         self.probe = probe
-        self.analyse = analyse or analysis(monitor=plan.monitor, mode=plan.mode)
-        self.live_analyse = live_analyse or analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=200)
+        self.analyse = analyse or analysis(monitor=plan.monitor, mode=plan.mode, select=plan.select)
+        self.live_analyse = live_analyse or analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=200,
+                                                     select=plan.select)
         self.reporter = reporter
         self.name = name or store.root.name
         self.stream = stream or sys.stderr
@@ -160,9 +161,10 @@ class SweepController:
                 )
             for n in notes:
                 self.log(f"plan changed since the last start: {n}")
+        # the planned runs' records, and an adaptive study's rungs of them (successive halving ranks those too)
         planned = {r.run_id for r in self.plan.runs}
-        lacking = missing_value((r for r in self.store.records().values() if r.get("run_id") in planned),
-                                self.plan.select)
+        lacking = missing_value((r for r in self.store.records().values()
+                                 if r.get("run_id") in planned or r.get("base_id") in planned), self.plan.select)
         if lacking:
             # refused before anything runs: ranking them by their best value instead would mix two protocols
             raise SweepError(
@@ -503,8 +505,7 @@ def run_sweep(
         data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
         launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
         cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-        runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed,
-            select=select)
+        runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed, select=select)
     live = min(bootstrap, reporter.live_bootstrap) if reporter else 0
     store = SweepStore(sweep_dir if sweep_dir is not None else Path("scaling_sweeps") / (name or "sweep"))
     controller = SweepController(

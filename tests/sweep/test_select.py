@@ -127,3 +127,22 @@ def test_a_rerun_with_select_last_over_records_without_a_final_value_stops_befor
     with pytest.raises(SweepError, match=r"select='last' ranks runs by their final_value.*move those files away"):
         _sweep(tmp_path, "last", submitted)
     assert len(submitted) == 12
+
+
+def test_the_controllers_own_analysis_ranks_by_the_plans_selection(tmp_path):
+    plan = SweepPlan.build(sizes=SIZES, grid={"width": WIDTHS}, monitor="val_err", select="last")
+    store = SweepStore(tmp_path)
+    result = SweepController(plan, store, launcher=BothValues(store, []),  # type: ignore[arg-type]
+                             command=[sys.executable, "train.py"], probe=False, stream=io.StringIO()).run()
+    assert result.select == "last" and [b["params"]["width"] for b in result.best] == [16, 64, 64, 256]
+
+
+def test_an_adaptive_rung_record_without_a_final_value_is_refused_too(tmp_path):
+    submitted: list[str] = []
+    _sweep(tmp_path, "last", submitted)
+    base = SweepPlan.build(sizes=SIZES, grid={"width": WIDTHS}, monitor="val_err").runs[0].run_id
+    rung = dict(make_record(f"{base}_r0", size=SIZES[-1], params={"width": 16}, base_id=base, rung=0, budget=1 / 3,
+                            best_value=0.5))
+    SweepStore(tmp_path).write_record(rung)  # type: ignore[arg-type]
+    with pytest.raises(SweepError, match=rf"final_value, which the records of \['{base}_r0'\]"):
+        _sweep(tmp_path, "last", submitted)
