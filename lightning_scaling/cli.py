@@ -40,7 +40,8 @@ _Y_NAMES = ("error", "errors", "err", "loss", "val_err", "val_error", "val_loss"
 #: columns every runs.csv a sweep writes has (SweepResult.runs_table)
 _RUNS_CSV = ("run_id", "status", "fraction", "size", "train_size", "num_samples", "seed", "error")
 #: numeric columns of a sweep's runs, parsed back from runs.csv text
-_RUN_NUMBERS = ("fraction", "size", "train_size", "num_samples", "seed", "trainable_params", "best_value", "error")
+_RUN_NUMBERS = ("fraction", "size", "train_size", "num_samples", "seed", "trainable_params", "best_value",
+                "final_value", "error")
 #: sizes and errors beyond this (or below its inverse) are out of what the float64 fit resolves
 _LIMIT = 1e100
 

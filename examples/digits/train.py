@@ -237,7 +237,9 @@ def model_size_line(result: SweepResult) -> str:
                 "subsets in our runs (width 512 beat 8-128 at 75 to 1,200 images, also without weight decay and "
                 "with the final instead of the best value), so wider widths will not show the law on this metric; "
                 "a loss that punishes overconfident models (monitor='val_loss') or a task where capacity can hurt "
-                "may. examples/model_size_law/train.py measures the law where it is known (beta_p = 1/2)")
+                "may. examples/model_size_law/train.py measures the law where it is known (beta_p = 1/2); "
+                "examples/char_lm/train.py --model-size measures it on real text, each run scored by its last "
+                "validation loss (ScalingSweep(select='last'))")
     if only == grid[0]:
         return (f"no model-size law: the smallest model ({label}) was best at every data size: add smaller models "
                 "to the grid, or larger data sizes")

@@ -140,6 +140,7 @@ class RunRole:
         self.best_epoch: int | None = None
         self.at_best: dict[str, float] = {}
         self.last: float | None = None
+        self.at_last: dict[str, float] = {}
         self.status = OK
         self.reason: str | None = None
         self.t_start = 0.0
@@ -285,14 +286,18 @@ class RunRole:
 
     # ------------------------------------------------------------------------ the hooks' work
     def on_validation_end(self, trainer: pl.Trainer) -> None:
-        """Keep the best monitored value (and every metric at it); a missing monitor fails the run."""
+        """Keep the best and the last monitored value (and every metric at each); a missing monitor fails the run."""
         self.diverged(trainer, self.loss_watch.flush(int(trainer.global_step)))
         metrics: Mapping[str, Any] = trainer.callback_metrics
         if self.monitor not in metrics:
             self.status, self.reason = FAILED, self.missing_monitor(sorted(metrics))
             raise SweepError(self.reason)
         value = float(metrics[self.monitor])
-        self.last = value
+        # every other scalar logged metric of the same model, so other metrics (top-5 error, loss) can be
+        # fitted for the models the monitor picked: SweepResult.from_records(..., metric="val_top5")
+        scalars = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, torch.Tensor | float | int) and torch.as_tensor(v).numel() == 1}
+        self.last, self.at_last = value, scalars
         if not math.isfinite(value):
             self.diverged(trainer, f"{self.monitor} became {value} at step {trainer.global_step}")
             return
@@ -300,10 +305,7 @@ class RunRole:
         better = self.best is None or (value < self.best if mode == "min" else value > self.best)
         if better:
             self.best, self.best_step, self.best_epoch = value, int(trainer.global_step), int(trainer.current_epoch)
-            # every other logged metric of the same model, so other metrics (top-5 error, loss) can be
-            # fitted for the models the monitor picked: SweepResult.from_records(..., metric="val_top5")
-            self.at_best = {k: float(v) for k, v in metrics.items()
-                            if isinstance(v, torch.Tensor | float | int) and torch.as_tensor(v).numel() == 1}
+            self.at_best = scalars
 
     def on_train_batch_end(self, trainer: pl.Trainer, outputs: Any) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -365,7 +367,8 @@ class RunRole:
             size_unit=getattr(src, "size_unit", self.sweep.size_unit),
             trainable_params=int(trainable), monitor=self.monitor, mode=self.sweep.plan.mode,
             best_value=self.best, best_step=self.best_step, best_epoch=self.best_epoch, metrics_at_best=self.at_best,
-            final_value=self.last, steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
+            final_value=self.last, metrics_at_final=self.at_last, select=self.sweep.plan.select,
+            steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
             wall_time_s=round(now - self.t_start, 3), started_at=self.t_start, ended_at=now,
             host=socket.gethostname(), devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             versions=versions(self.namespace), **adaptive, **checkpoint, **device_info(pl_module.device),

@@ -110,6 +110,11 @@ class ScalingSweep(Callback):
             fingerprint, :mod:`lightning_scaling.sweep.fingerprint`). By default the sweep stops before
             any run and shows what changed; pass ``True`` only for a change that does not matter (a
             logging flag), else start a new study with another ``name=`` or ``sweep_dir=``.
+        select: which monitored value of a run ranks the grid points and enters the laws: ``"best"``
+            (default: the best value over training, which acts as early stopping and so hides how a
+            large model overfits small data) or ``"last"`` (the value of the last validation, the
+            paper's train-to-convergence protocol, like ``trainer.test(ckpt_path="last")``). Every run
+            records both (``best_value``, ``final_value``), so changing it on a rerun trains nothing again.
 
     After ``fit``, :attr:`result` holds the runs, laws and predictions on every rank of the controller.
     """
@@ -145,6 +150,7 @@ class ScalingSweep(Callback):
         runs_per_device: int | str = 1,
         run_timeout: float | str | None = "auto",
         reuse_changed: bool = False,
+        select: str = "best",
     ) -> None:
         super().__init__()
         # checked here, when the script builds the callback, not minutes later when fit starts; the same
@@ -154,7 +160,7 @@ class ScalingSweep(Callback):
             data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
             launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
             cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-            runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed)
+            runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed, select=select)
         self.plan = self.options.plan
         self.adaptive = self.options.adaptive
         self.cli_overrides = self.options.cli_overrides

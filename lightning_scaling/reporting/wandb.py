@@ -291,7 +291,7 @@ class WandbReporter:
             return
         self.bind(name, store.root)
         config = {"scaling_sweep": {
-            "name": name, "group": self._group, "monitor": plan.monitor, "mode": plan.mode,
+            "name": name, "group": self._group, "monitor": plan.monitor, "mode": plan.mode, "select": plan.select,
             "fractions": plan.fractions, "sizes": plan.sizes, "grid": plan.grid, "seeds": plan.seeds,
             "data_seed": plan.data_seed, "n_runs": len(plan.runs), "sweep_dir": str(store.root),
         }}
@@ -483,6 +483,7 @@ class WandbReporter:
             "num_samples", "train_size", "size_unit", "trainable_params")}}
         summary = {
             f"best/{record.get('monitor')}": record.get("best_value"), "scaling/status": record.get("status"),
+            f"final/{record.get('monitor')}": record.get("final_value"), "scaling/select": record.get("select"),
             "scaling/best_step": record.get("best_step"), "scaling/steps": record.get("steps"),
             "scaling/train_size": record.get("train_size"), "scaling/wall_time_s": record.get("wall_time_s"),
         }

@@ -28,7 +28,7 @@ from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import NOT_IN_PLAN, RunSpec, SweepPlan
 from lightning_scaling.sweep.probe_checks import probe_without_record, sizes_too_large
 from lightning_scaling.sweep.progress import Progress, format_duration
-from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record, grid_key
+from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record, grid_key, missing_value, run_value
 from lightning_scaling.sweep.report import sig
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
@@ -99,8 +99,9 @@ class SweepController:
         self.cli_overrides = cli_overrides
         self.max_retries = max_retries
         self.probe = probe
-        self.analyse = analyse or analysis(monitor=plan.monitor, mode=plan.mode)
-        self.live_analyse = live_analyse or analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=200)
+        self.analyse = analyse or analysis(monitor=plan.monitor, mode=plan.mode, select=plan.select)
+        self.live_analyse = live_analyse or analysis(monitor=plan.monitor, mode=plan.mode, bootstrap=200,
+                                                     select=plan.select)
         self.reporter = reporter
         self.name = name or store.root.name
         self.stream = stream or sys.stderr
@@ -160,6 +161,16 @@ class SweepController:
                 )
             for n in notes:
                 self.log(f"plan changed since the last start: {n}")
+        # the planned runs' records, and an adaptive study's rungs of them (successive halving ranks those too)
+        planned = {r.run_id for r in self.plan.runs}
+        lacking = missing_value((r for r in self.store.records().values()
+                                 if r.get("run_id") in planned or r.get("base_id") in planned), self.plan.select)
+        if lacking:
+            # refused before anything runs: ranking them by their best value instead would mix two protocols
+            raise SweepError(
+                f"select={self.plan.select!r} ranks runs by their final_value, which the records of {lacking} in "
+                f"{self.store.root / 'runs'} do not hold (written before it was recorded): move those files away to "
+                "run them again, or use select='best'")
         self.store.write_plan(self.plan.to_dict())
 
     # -- the run ---------------------------------------------------------------------------------
@@ -394,8 +405,9 @@ class SweepController:
                     took = time.time() - job.started
                     self._tracker.finished(job.spec, took)
                     self.scheduler.finished(job, rec)
-                    best, took_s = sig(rec.get("best_value")), format_duration(took)
-                    self.log(f"{rec['status']}: {job.spec.run_id} best {self.plan.monitor}={best} in {took_s}")
+                    best, took_s = sig(run_value(rec, self.plan.select)), format_duration(took)
+                    self.log(f"{rec['status']}: {job.spec.run_id} {self.plan.select} {self.plan.monitor}={best} in "
+                             f"{took_s}")
                     self._progress(total)
                     self._keep(rec)
                     continue
@@ -466,6 +478,7 @@ def run_sweep(
     runs_per_device: int | str = 1,
     run_timeout: float | str | None = "auto",
     reuse_changed: bool = False,
+    select: str = "best",
 ) -> SweepResult:
     """Run a sweep from a notebook or program: every run executes ``python script *args``.
 
@@ -492,7 +505,7 @@ def run_sweep(
         data_seed=data_seed, sweep_dir=sweep_dir, name=name, slots=slots, devices_per_slot=devices_per_slot,
         launcher=launcher, max_retries=max_retries, size_fn=size_fn, size_unit=size_unit, probe=probe,
         cli_overrides=cli_overrides, bootstrap=bootstrap, targets=targets, reporter=reporter, strategy=strategy,
-        runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed)
+        runs_per_device=runs_per_device, run_timeout=run_timeout, reuse_changed=reuse_changed, select=select)
     live = min(bootstrap, reporter.live_bootstrap) if reporter else 0
     store = SweepStore(sweep_dir if sweep_dir is not None else Path("scaling_sweeps") / (name or "sweep"))
     controller = SweepController(

@@ -55,6 +55,11 @@ class SweepOptions:
     run_timeout: float | str | None = "auto"
     reuse_changed: bool = False
 
+    @property
+    def select(self) -> str:
+        """Which monitored value of a run ranks it and enters the laws (``"best"`` or ``"last"``)."""
+        return self.plan.select
+
     @classmethod
     def build(
         cls,
@@ -84,6 +89,7 @@ class SweepOptions:
         runs_per_device: int | str = 1,
         run_timeout: float | str | None = "auto",
         reuse_changed: bool = False,
+        select: str = "best",
     ) -> SweepOptions:
         """Check every argument (a ValueError or TypeError naming it and the fix) and resolve the defaults.
 
@@ -93,7 +99,7 @@ class SweepOptions:
         """
         adaptive = check_strategy(strategy)
         plan = SweepPlan.build(fractions=fractions, sizes=sizes, grid=grid, seeds=seeds, monitor=monitor, mode=mode,
-                               data_seed=data_seed)
+                               data_seed=data_seed, select=select)
         require_int("max_retries", max_retries, 0)
         require_int("devices_per_slot", devices_per_slot, 1)
         require_int("slots", slots, 1, allow_none=True)
@@ -136,7 +142,7 @@ class SweepOptions:
     def analyse(self, bootstrap: int) -> Callable[[list[dict[str, Any]]], SweepResult]:
         """The study's analysis of its records (``bootstrap`` replicates): its monitor, mode, to_error, targets."""
         return analysis(monitor=self.plan.monitor, mode=self.plan.mode, to_error_fn=self.to_error,
-                        bootstrap=bootstrap, targets=self.targets)
+                        bootstrap=bootstrap, targets=self.targets, select=self.plan.select)
 
 
 def check_name(name: Any) -> None:
@@ -208,5 +214,5 @@ DEFAULTS: dict[str, Any] = {
     "launcher": None, "max_retries": 1, "size_fn": None, "size_unit": "samples", "probe": True,
     "cli_overrides": None, "bootstrap": 1000, "targets": (), "reporter": None, "strategy": "grid",
     "runs_per_device": 1, "run_timeout": "auto",
-    "reuse_changed": False,
+    "reuse_changed": False, "select": "best",
 }

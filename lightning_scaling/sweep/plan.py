@@ -14,7 +14,10 @@ import numpy as np
 
 from lightning_scaling._checks import require_int, require_numbers
 
-__all__ = ["NOT_IN_PLAN", "RunSpec", "SweepPlan", "geometric"]
+__all__ = ["NOT_IN_PLAN", "SELECTIONS", "RunSpec", "SweepPlan", "check_select", "geometric"]
+
+SELECTIONS = ("best", "last")
+"""The values of a sweep's ``select``: which of a run's monitored values ranks it and enters the laws."""
 
 # the words of the error a run raises when its spec is not in its script's plan: a deterministic failure,
 # which the controller never retries
@@ -108,6 +111,9 @@ class SweepPlan:
     mode: str
     data_seed: int = 0
     runs: list[RunSpec] = field(default_factory=list)
+    #: which monitored value of a run ranks it and enters the laws: ``"best"`` or ``"last"`` (not a
+    #: setting that makes records incomparable: every record holds both values)
+    select: str = "best"
 
     @classmethod
     def build(
@@ -121,6 +127,7 @@ class SweepPlan:
         mode: str = "min",
         data_seed: int = 0,
         min_sizes: int = 4,
+        select: str = "best",
     ) -> SweepPlan:
         """The plan of a study, every argument checked (a ValueError naming it and the fix)."""
         fr, sz = _check_amounts(fractions, sizes, min_sizes)
@@ -131,9 +138,10 @@ class SweepPlan:
             raise ValueError("monitor must name the logged validation metric to minimise, e.g. monitor='val_loss'")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_select(select)
 
         plan = cls(fractions=fr, sizes=sz, grid=grid_lists, seeds=seed_list, monitor=monitor, mode=mode,
-                   data_seed=data_seed)
+                   data_seed=data_seed, select=select)
         amounts: list[tuple[float | None, int | None]]
         amounts = [(f, None) for f in fr] if fr else [(None, s) for s in sz or []]
         # largest data first: the longest runs start early, so the slots drain evenly at the end
@@ -160,7 +168,7 @@ class SweepPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fractions": self.fractions, "sizes": self.sizes, "grid": self.grid, "seeds": self.seeds,
-                **self.settings(), "runs": [r.to_dict() for r in self.runs]}
+                **self.settings(), "select": self.select, "runs": [r.to_dict() for r in self.runs]}
 
     def summary(self) -> str:
         amounts = (", ".join(f"{f:g}" for f in sorted(self.fractions)) if self.fractions
@@ -189,6 +197,9 @@ class SweepPlan:
         old_ids = {r["run_id"] for r in old.get("runs", [])}
         new_ids = {r.run_id for r in self.runs}
         notes = []
+        if old.get("select", "best") != self.select:
+            notes.append(f"select: {old.get('select', 'best')!r} -> {self.select!r} (every record holds both values: "
+                         "the finished runs are ranked again, none is trained again)")
         if new_ids - old_ids:
             notes.append(f"{len(new_ids - old_ids)} runs added")
         if old_ids - new_ids:
@@ -254,6 +265,19 @@ def _check_grid(grid: Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]
             raise ValueError(f"grid[{k!r}] repeats values: {list(v)} (equal numbers such as 8 and 8.0 are one "
                              "model); give each value once")
     return {k: list(v) for k, v in g.items()}
+
+
+def check_select(select: object) -> None:
+    """``"best"`` or ``"last"``; else a ValueError naming ``select`` and the fix.
+
+    >>> check_select("final")
+    Traceback (most recent call last):
+    ...
+    ValueError: select must be 'best' (the best monitored value over training, ...
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be 'best' (the best monitored value over training, like early stopping) or "
+                         f"'last' (the value of the last validation, which shows overfitting), got {select!r}")
 
 
 def _same_model(x: Any) -> Any:

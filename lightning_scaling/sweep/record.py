@@ -6,7 +6,7 @@ controller writes a ``failed`` one for a run that gave up without a record of it
 and their JSON form are those of :class:`RunRecord`; ``docs/sweep-folder.md`` documents the same
 keys (a test checks that the two agree).
 
->>> from lightning_scaling.sweep.plan import RunSpec
+>>> from lightning_scaling.sweep.plan import SELECTIONS, RunSpec
 >>> spec = RunSpec("f0.5_s0_abc", fraction=0.5, size=None, params={"hidden": 64}, seed=0, data_seed=0)
 >>> rec = build_record(spec, status=FAILED, attempt=2, launch="9f2c", reason="exit code 1", monitor="val_err")
 >>> rec["status"], record_amount(rec), grid_key(rec["params"])
@@ -16,12 +16,12 @@ keys (a test checks that the two agree).
 # no ``from __future__ import annotations``: TypedDict reads ``Required[...]`` from evaluated annotations
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from typing_extensions import Required, TypedDict
 
-from lightning_scaling.sweep.plan import RunSpec
+from lightning_scaling.sweep.plan import SELECTIONS, RunSpec
 
 __all__ = [
     "COMPLETED",
@@ -33,8 +33,10 @@ __all__ = [
     "RunRecord",
     "build_record",
     "grid_key",
+    "missing_value",
     "record_amount",
     "record_problem",
+    "run_value",
 ]
 
 OK = "ok"
@@ -98,8 +100,13 @@ class RunRecord(TypedDict, total=False):
     best_epoch: int | None
     #: object: every scalar logged metric at the best step (``{"val_top5": 0.1, ...}``)
     metrics_at_best: dict[str, float]
-    #: number or null: the last monitored value
+    #: number or null: the last monitored value (of the last validation)
     final_value: float | None
+    #: object: every scalar logged metric at the last validation
+    metrics_at_final: dict[str, float]
+    #: string: the sweep's ``select`` when the run was written (``"best"`` or ``"last"``); the record
+    #: holds both values, so a rerun with another ``select`` re-ranks it without training it again
+    select: str
     #: integer: global steps trained
     steps: int
     #: integer: epochs trained
@@ -143,6 +150,7 @@ class RunRecord(TypedDict, total=False):
 
 
 RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)
+
 """The keys of :class:`RunRecord`, in the order a record is written."""
 
 
@@ -200,6 +208,40 @@ def record_amount(record: Mapping[str, Any] | RunSpec) -> Any:
     if isinstance(record, RunSpec):
         return record.fraction if record.fraction is not None else record.size
     return record.get("fraction") if record.get("fraction") is not None else record.get("size")
+
+
+def run_value(record: Mapping[str, Any], select: str = "best", metric: str | None = None) -> Any:
+    """The run's value the sweep ranks and fits: the one accessor for ``best_value`` and ``final_value``.
+
+    ``select="best"``: the best monitored value over training (``best_value``; it acts as early
+    stopping); ``select="last"``: the value of the last validation (``final_value``), which shows
+    overfitting. ``metric`` names another logged metric: its value at that same validation
+    (``metrics_at_best`` or ``metrics_at_final``). ``None`` when the record lacks it.
+
+    >>> rec = {"best_value": 1.2, "final_value": 1.9, "metrics_at_final": {"acc": 0.4}}
+    >>> run_value(rec), run_value(rec, "last"), run_value(rec, "last", "acc"), run_value(rec, "best", "acc")
+    (1.2, 1.9, 0.4, None)
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if metric is None or metric == record.get("monitor"):
+        return record.get("best_value" if select == "best" else "final_value")
+    return (record.get("metrics_at_best" if select == "best" else "metrics_at_final") or {}).get(metric)
+
+
+def missing_value(records: Iterable[Mapping[str, Any]], select: str) -> list[str]:
+    """The ``ok`` runs whose record lacks the value ``select`` ranks by (``final_value`` is missing from
+    records written before it was recorded): they cannot be ranked, and must not silently drop out.
+
+    >>> missing_value([{"run_id": "a", "status": "ok", "best_value": 1.0}], "last")
+    ['a']
+    """
+    out = []
+    for r in records:
+        v = run_value(r, select)
+        if r.get("status") == OK and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            out.append(str(r.get("run_id")))
+    return out
 
 
 def grid_key(params: Mapping[str, Any] | None) -> str:

@@ -25,7 +25,8 @@ from lightning_scaling.laws import (
     fit_shared_exponent,
 )
 from lightning_scaling.sweep.aggregate import best_per_size, seed_matrix
-from lightning_scaling.sweep.record import OK, grid_key, record_amount
+from lightning_scaling.sweep.plan import check_select
+from lightning_scaling.sweep.record import OK, grid_key, missing_value, record_amount, run_value
 from lightning_scaling.sweep.report import (
     ReportedFit,
     csv_text,
@@ -69,6 +70,7 @@ def analysis(
     to_error_fn: Callable[[float], float] | None = None,
     bootstrap: int = 1000,
     targets: Sequence[float] = (),
+    select: str = "best",
 ) -> Callable[[Sequence[Mapping[str, Any]]], SweepResult]:
     """The sweep's analysis as one callable: records in, :class:`SweepResult` out (:meth:`SweepResult.from_records`).
 
@@ -80,7 +82,7 @@ def analysis(
     """
     def analyse(records: Sequence[Mapping[str, Any]]) -> SweepResult:
         return SweepResult.from_records(records, monitor=monitor, mode=mode, to_error_fn=to_error_fn,
-                                        bootstrap=bootstrap, targets=targets)
+                                        bootstrap=bootstrap, targets=targets, select=select)
 
     return analyse
 
@@ -120,6 +122,8 @@ class SweepResult:
     adaptive: dict[str, Any] = field(default_factory=dict)
     # planned data sizes without a finished run (sweep/completeness.py); empty when the study is complete
     missing_sizes: list[float] = field(default_factory=list)
+    # which monitored value of each run was used: "best" (over training) or "last" (its last validation)
+    select: str = "best"
 
     @property
     def complete(self) -> bool:
@@ -138,12 +142,16 @@ class SweepResult:
         seed: int = 0,
         targets: Sequence[float] = (),
         metric: str | None = None,
+        select: str = "best",
     ) -> SweepResult:
         """Aggregate finished runs and fit the laws (the sweep's last step, also usable alone).
 
         ``targets`` are errors whose data needs are predicted (``predictions["data_needed"]``).
         ``metric`` fits another logged metric instead of the monitor: its value at each run's best
         monitored step (``metrics_at_best`` of the records), e.g. top-5 error of a top-1 sweep.
+        ``select="last"`` uses each run's last validation instead (``final_value``,
+        ``metrics_at_final``); a record without it (written before it was recorded) raises a
+        ValueError naming the runs, rather than silently dropping them or using their best value.
 
         >>> recs = [{"run_id": f"r{m}", "status": "ok", "size": m, "train_size": m, "best_value": 2 * m**-0.3,
         ...          "metrics_at_best": {"top5": m**-0.5}, "seed": 0} for m in (100, 1000, 10_000, 100_000)]
@@ -153,14 +161,18 @@ class SweepResult:
         """
         convert = to_error_fn or (lambda v: to_error(v, mode))
         targets = check_targets(targets)
+        check_select(select)
         runs = [dict(r) for r in records]
+        lacking = missing_value(runs, select)
+        if lacking:
+            raise ValueError(f"select={select!r} ranks runs by their final_value, which the records of {lacking} do "
+                             "not hold (written before it was recorded): run them again (move their runs/<run_id>"
+                             ".json away and rerun the sweep) or use select='best'")
+        fitted = None if metric in (None, monitor) else metric
 
-        def value_of(r: Mapping[str, Any]) -> Any:
-            return r.get("best_value") if metric in (None, monitor) else (r.get("metrics_at_best") or {}).get(metric)
-
-        ok = [r for r in runs if r.get("status") == OK and _finite(value_of(r))]
+        ok = [r for r in runs if r.get("status") == OK and _finite(run_value(r, select, fitted))]
         for r in ok:
-            r["error"] = convert(value_of(r))
+            r["error"], r["select"] = convert(run_value(r, select, fitted)), select
         for r in ok:
             # a stream that was never sized reports samples only; a run with neither cannot be placed
             if not _finite(r.get("train_size")):
@@ -168,7 +180,7 @@ class SweepResult:
         unplaced = [r["run_id"] for r in ok if not (_finite(r.get("train_size")) and r["train_size"] > 0)]
         ok = [r for r in ok if r["run_id"] not in unplaced]
         unit = str(next((r.get("size_unit") for r in ok if r.get("size_unit")), "samples"))
-        res = cls(runs=runs, size_unit=unit, monitor=metric or monitor, targets=list(targets))
+        res = cls(runs=runs, size_unit=unit, monitor=metric or monitor, targets=list(targets), select=select)
         if unplaced:
             res.notes.append(f"runs without a training-set size were left out of the laws: {unplaced}")
         if not ok:
@@ -272,7 +284,7 @@ class SweepResult:
         """
         grid = sorted({k for r in self.runs for k in (r.get("params") or {})})
         cols = ["run_id", "status", "fraction", "size", "train_size", "log10_train_size", "num_samples", *grid,
-                "seed", "trainable_params", "best_value", "error", "log10_error", "best_step", "steps",
+                "seed", "trainable_params", "best_value", "final_value", "error", "log10_error", "best_step", "steps",
                 "wall_time_s", "reason"]
         rows = []
         for r in sorted(self.runs, key=lambda r: (_num(r.get("train_size")) or 0.0, str(r.get("run_id")))):
@@ -280,7 +292,8 @@ class SweepResult:
             rows.append([
                 r.get("run_id"), r.get("status"), r.get("fraction"), r.get("size"), _num(r.get("train_size")),
                 _log10(r.get("train_size")), r.get("num_samples"), *[_cell(params.get(k)) for k in grid],
-                r.get("seed"), r.get("trainable_params"), _num(r.get("best_value")), _num(r.get("error")),
+                r.get("seed"), r.get("trainable_params"), _num(r.get("best_value")), _num(r.get("final_value")),
+                _num(r.get("error")),
                 _log10(r.get("error")), r.get("best_step"), r.get("steps"), r.get("wall_time_s"),
                 (r.get("reason") or "").splitlines()[0] if r.get("reason") else None,
             ])
@@ -308,7 +321,8 @@ class SweepResult:
         ``<name>_lower`` / ``<name>_upper``; per-point lists are left out.
         """
         d = json.loads(self.to_json())
-        out: dict[str, Any] = {k: d[k] for k in ("n_runs", "n_ok", "n_failed", "n_diverged", "size_unit", "monitor")}
+        out: dict[str, Any] = {k: d[k] for k in ("n_runs", "n_ok", "n_failed", "n_diverged", "size_unit", "monitor",
+                                                 "select")}
         if d["law"]:
             out.update(flatten("law", {k: v for k, v in d["law"].items()
                                         if k not in ("sizes", "errors", "regions", "start_index")}))
@@ -334,6 +348,7 @@ class SweepResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "monitor": self.monitor,
+            "select": self.select,
             "size_unit": self.size_unit,
             "runs": self.runs,
             "n_runs": len(self.runs),
@@ -383,7 +398,8 @@ class SweepResult:
     def _counts(self) -> str:
         n = {s: sum(r.get("status") == s for r in self.runs) for s in ("ok", "failed", "diverged")}
         extra = ", ".join(f"{v} {k}" for k, v in n.items() if k != "ok" and v)
-        return f"{n['ok']}/{len(self.runs)} runs ok" + (f" ({extra})" if extra else "")
+        chosen = "; each run's last validation (select='last')" if self.select == "last" else ""
+        return f"{n['ok']}/{len(self.runs)} runs ok" + (f" ({extra})" if extra else "") + chosen
 
     def _prediction_lines(self) -> list[str]:
         return prediction_lines(self.law, self.size_unit, self.monitor, self.targets)
@@ -472,6 +488,7 @@ class SweepResult:
         if plan is None:
             raise FileNotFoundError(f"{root} holds no sweep.json: not a sweep folder")
         records = fitted_records(store.records(), {r["run_id"] for r in plan["runs"]})
+        kwargs.setdefault("select", plan.get("select", "best"))
         res = cls.from_records(records, monitor=plan["monitor"], mode=plan["mode"], **kwargs)
         from lightning_scaling.sweep.store import read_json
 

@@ -57,3 +57,28 @@ def test_the_script_the_user_starts_is_the_controller_and_a_run_is_a_run(tmp_pat
     again = ScalingSweep(**FRACTIONS)
     again.load_state_dict(run.state_dict())
     assert (again._runner.best, again._runner.best_step) == (0.25, 7)
+
+
+def test_a_run_records_its_last_validation_beside_its_best_and_the_sweeps_selection(tmp_path, monkeypatch):
+    import torch
+
+    spec = SweepPlan.build(**FRACTIONS).runs[0]
+    monkeypatch.setenv(ENV_RUN, RunContext(spec=spec, sweep_dir=str(tmp_path)).to_env())
+    runner = ScalingSweep(**FRACTIONS, select="last")._runner
+    assert runner is not None
+    trainer = SimpleNamespace(callback_metrics={}, global_step=0, current_epoch=0, should_stop=False)
+    for step, (err, top5) in enumerate([(0.5, 0.3), (0.2, 0.1), (0.4, 0.25)], 1):  # it overfits after step 20
+        trainer.callback_metrics = {"val_err": torch.tensor(err), "val_top5": torch.tensor(top5)}
+        trainer.global_step = 10 * step
+        runner.on_validation_end(trainer)  # type: ignore[arg-type]
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+    rec = runner.record(trainer, Tiny())  # type: ignore[arg-type]
+    assert (rec["best_value"], rec["best_step"], rec["final_value"]) == (pytest.approx(0.2), 20, pytest.approx(0.4))
+    assert rec["metrics_at_best"]["val_top5"] == pytest.approx(0.1)
+    assert rec["metrics_at_final"] == {"val_err": pytest.approx(0.4), "val_top5": pytest.approx(0.25)}
+    assert rec["select"] == "last"

@@ -84,6 +84,25 @@ def test_training_chunks_are_fixed_length_shifted_windows_measured_in_characters
     assert wrapped.train_size == wrapped.num_samples * seq_len and wrapped.size_unit == "characters"
 
 
+def test_model_size_data_are_contexts_of_each_training_character_measured_one_character_each(example, corpus):
+    args = example.parse_args(["--model-size", "--text-file", str(corpus)])
+    dm = example.build_datamodule(args)
+    dm.setup("fit")
+    k = example.settings_of(args)["context"]
+    assert len(dm.train_set) == len(dm.train_text) - k
+    x, y = dm.train_set[5]
+    assert x.shape == (k,) and y.shape == ()
+    assert "".join(dm.vocab[i] for i in [*x.tolist(), y.item()]) == dm.train_text[5 : 5 + k + 1]
+    assert example.target_characters((x, y)) == 1
+    # validation contexts come from the held-out text only, spread over it
+    assert 0 < len(dm.val_set) <= len(dm.val_text) - k
+    vx, vy = dm.val_set[len(dm.val_set) - 1]
+    assert "".join(dm.vocab[i] for i in [*vx.tolist(), vy.item()]).replace("<unk>", "~") in dm.val_text
+    model = example.CharMLP(vocab_size=len(dm.vocab), width=8, context=k)
+    assert model(x[None]).shape == (1, len(dm.vocab))
+    assert args.root == "runs/char_lm_model_size" and example.parse_args([]).root == "runs/char_lm"
+
+
 def test_python_documentation_is_split_by_whole_topics(example):
     from pydoc_data.topics import topics
 
@@ -170,3 +189,36 @@ def test_smoke_study_measures_characters_and_fits_a_law(example, tmp_path):
     assert f"figure:  {folder / 'learning_curve.png'}" in proc.stdout
     assert f"exponent beta = {law['beta']:.3f}" in proc.stdout
     print(f"char_lm smoke study: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_model_size_smoke_study_ranks_every_run_by_its_last_validation(example, tmp_path):
+    from lightning_scaling import SweepResult
+
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model-size", "--smoke", "--root", str(tmp_path)],
+                          env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "scaling_sweeps" / "char_lm_model_size"
+    result = json.loads((folder / "result.json").read_text())
+    settings = example.SIZE_SMOKE
+    assert result["n_ok"] == len(result["runs"]) == len(settings["fractions"]) * len(settings["widths"])
+    # the selection is in the result and in every run's record, and each record holds both values
+    assert result["select"] == "last"
+    records = [json.loads(p.read_text()) for p in (folder / "runs").glob("*.json")]
+    assert len(records) == len(result["runs"])
+    assert all(r["select"] == "last" and math.isfinite(r["final_value"]) and math.isfinite(r["best_value"])
+               and r["metrics_at_final"]["val_loss"] == r["final_value"] for r in records)
+    # the winner at each size is the run with the lowest LAST validation loss there, at that value
+    by_size: dict[float, list[dict]] = {}
+    for r in records:
+        by_size.setdefault(r["fraction"], []).append(r)
+    for row in result["best"]:
+        winner = min(by_size[row["amount"]], key=lambda r: r["final_value"])
+        assert row["params"] == winner["params"] and row["errors"] == [winner["final_value"]]
+    # the same folder ranked by the best value over training: nothing is retrained, the errors are best values
+    by_best = SweepResult.load(folder, bootstrap=0, select="best")
+    assert by_best.select == "best"
+    for row in by_best.best:
+        winner = min(by_size[row["amount"]], key=lambda r: r["best_value"])
+        assert row["errors"] == [winner["best_value"]]
+    assert "best width per size (last validation loss):" in proc.stdout

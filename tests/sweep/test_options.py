@@ -37,6 +37,7 @@ def test_scaling_sweep_and_run_sweep_take_the_same_arguments_with_the_same_defau
         ({"launcher": "kubernetes"}, ValueError, "unknown launcher 'kubernetes'"),
         ({"reporter": "wandb"}, TypeError, "reporter must be a WandbReporter"),
         ({"targets": [0.0]}, ValueError, "targets must be positive"),
+        ({"select": "final"}, ValueError, r"select must be 'best' \(the best .*'last' \(the value of the last"),
     ],
 )
 def test_both_entry_points_reject_a_bad_argument_by_name_before_any_run(tmp_path, kwargs, error, match):

@@ -27,7 +27,7 @@ from lightning_scaling.sweep.adaptive.ledger import Records, StudyLedger
 from lightning_scaling.sweep.adaptive.selection import choose_next_size, relative_width
 from lightning_scaling.sweep.adaptive.strategy import Adaptive
 from lightning_scaling.sweep.plan import RunSpec, SweepPlan
-from lightning_scaling.sweep.record import OK, RECORDED, grid_key
+from lightning_scaling.sweep.record import OK, RECORDED, grid_key, run_value
 from lightning_scaling.sweep.result import SweepResult, to_error
 
 __all__ = ["AdaptiveState", "Decision"]
@@ -136,7 +136,7 @@ class AdaptiveState(StudyLedger):
         scores: dict[str, list[float]] = {}
         for t in done:
             rec = records[t.run_id]
-            v = rec.get("best_value") if rec.get("status") == OK else None
+            v = run_value(rec, self.plan.select) if rec.get("status") == OK else None
             err = self.error_of(float(v)) if isinstance(v, int | float) and math.isfinite(v) else math.inf
             scores.setdefault(grid_key(t.params), []).append(err)
         keep, why = promote(scores, eta=self.config.eta, margin=self.config.margin, noise_z=self.config.noise_z)
