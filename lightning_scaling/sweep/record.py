@@ -150,7 +150,6 @@ class RunRecord(TypedDict, total=False):
 
 
 RUN_RECORD_KEYS: tuple[str, ...] = tuple(RunRecord.__annotations__)
-
 """The keys of :class:`RunRecord`, in the order a record is written."""
 
 
