@@ -295,14 +295,22 @@ BASELINES = {
 }
 
 
+def smoothed(yt: np.ndarray, half: int = 2) -> np.ndarray:
+    """Running median of the held-out errors over ``2 * half + 1`` points (fewer at the ends)."""
+    return np.array([np.median(yt[max(0, i - half): i + half + 1]) for i in range(len(yt))])
+
+
 def _data_needed_hit(fit, x, y, xt, yt):
     """Does ``data_needed``'s interval contain the size where the held-out curve reaches a target?
 
     The target is the held-out error midway along the held-out points; the size that reaches it is
-    the first held-out size at or below it. ``None`` where the held-out curve never gets below the
-    last fitted error (nothing to extrapolate to)."""
+    the first held-out size where the held-out curve, smoothed by a running median of 5 points, is at
+    or below it. Unsmoothed, a curve with hundreds of noisy held-out points (the benchmark's image
+    classification curves) "reaches" the target at its first noise dip, the minimum of many runs,
+    which is not what one new run at that size is predicted to measure. ``None`` where the held-out
+    curve never gets below the last fitted error (nothing to extrapolate to)."""
     target = float(yt[len(yt) // 2])
-    below = np.flatnonzero(yt <= target)
+    below = np.flatnonzero(smoothed(yt) <= target)
     if target >= y[-1] or not len(below):
         return None
     need = fit.data_needed(target)

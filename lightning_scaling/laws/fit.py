@@ -5,11 +5,13 @@ The default estimator follows Hestness et al. 2017: the power law
 (so each point counts by its relative error), from a grid of starting points, under the bounds
 :math:`\beta < 0` and :math:`0 \le \gamma < \min \varepsilon`. What makes it robust:
 
-* **Small-data region.** Points near best-guess error bend the curve and spoil the exponent. The
-  start of the power-law region is chosen by *held-out extrapolation*
-  (:func:`~lightning_scaling.laws.selection.detect_start`): for each candidate start the law is
-  fitted without the largest sizes and scored on them; the start used is the median of the five
-  best candidates.
+* **Small-data region.** Points near best-guess error bend the curve and spoil the exponent. Where
+  the power-law region starts is judged by *held-out extrapolation*: for each candidate start the
+  law is fitted without the largest sizes and scored on them
+  (:func:`~lightning_scaling.laws.selection.start_candidates`). No single start is trusted: the law
+  reported is the one closest to the average of the fits from every candidate start, weighted by
+  their scores and an even prior (:mod:`~lightning_scaling.laws.averaging`); the start reported is
+  the median of the five best-scoring candidates.
 * **Seeds and weights.** ``errors`` may hold one column per seed; the curve is fitted to the
   per-size mean with inverse-variance weights (a size with fewer seeds takes the pooled seed
   variance: its mean counts in proportion to its seeds).
@@ -33,6 +35,7 @@ import numpy as np
 
 from lightning_scaling.laws._core import fit_form, refit_many
 from lightning_scaling.laws._validation import as_curve
+from lightning_scaling.laws.averaging import average_starts
 from lightning_scaling.laws.forms import Context, Form, Hestness, PowerLaw, get_form
 from lightning_scaling.laws.intervals import (
     DataNeeded,
@@ -45,7 +48,15 @@ from lightning_scaling.laws.intervals import (
     positive_sizes,
     z_value,
 )
-from lightning_scaling.laws.selection import HOLDOUT_FRACTION, Holdout, detect_start, heldout_fit, holdout_count
+from lightning_scaling.laws.selection import (
+    HOLDOUT_FRACTION,
+    Holdout,
+    best_holdout,
+    heldout_fit,
+    holdout_count,
+    reported_start,
+    start_candidates,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -164,10 +175,12 @@ class LearningCurveFit:
     def data_needed(self, target: float) -> DataNeeded:
         """Training-set size at which the error reaches ``target``, with its prediction interval.
 
-        The interval runs from the size where the interval's lower edge reaches the target to the
-        size beyond which its upper edge stays below it (``inf`` when it never does). Targets at or
-        below the fitted floor (or below the level of a rising tail) are unreachable: the value is
-        ``inf`` and ``str()`` says so; a target above every measured error says it is reached already.
+        The interval runs from the size beyond which the interval's lower edge stays below the
+        target to the size beyond which its upper edge does (``inf`` when it never does). Targets at or
+        below the fitted floor (or below the level of a rising tail) are unreachable by the fitted
+        curve: the value is ``inf`` and ``str()`` says so, but the interval still starts where a new
+        run could plausibly reach the target (``lower``), since the floor itself is uncertain; a
+        target above every measured error says it is reached already.
         """
         if not (isinstance(target, int | float | np.floating) and math.isfinite(target) and target > 0):
             raise ValueError(f"target must be a positive, finite error, got {target!r}")
@@ -183,27 +196,28 @@ class LearningCurveFit:
             note = (f"the target is above every measured error (the largest, {np.max(self.errors):.4g}): "
                     f"reached already at the smallest size measured, {self.sizes[0]:.4g}")
             value = min(value, float(self.sizes[0]))
-        if not math.isfinite(value):
-            return DataNeeded(math.inf, math.inf, math.inf, self.confidence, target=target, floor=self.floor,
-                              note=note)
         lo, hi = self._size_interval(target, value)
         return DataNeeded(value, lo, hi, self.confidence, target=target, floor=self.floor, note=note)
 
     def _size_interval(self, target: float, value: float) -> tuple[float, float]:
+        # an unreachable value (a target below the fitted floor) still has an interval: from where
+        # the interval's lower edge reaches the target, unbounded above
         lx0 = math.log(self.sizes[0]) - 5.0
-        lx1 = max(math.log(value), math.log(self.sizes[-1])) + 20.0
+        lx1 = max(math.log(value) if 0 < value < math.inf else -math.inf, math.log(self.sizes[-1])) + 20.0
         grid = np.exp(np.linspace(lx0, lx1, 2000))
         lower, upper = self._band(grid, self._value(grid))
-        reached = np.flatnonzero(lower <= target)
-        lo = float(grid[reached[0]]) if len(reached) else math.inf
-        above = np.flatnonzero(upper > target)
-        if not len(above):
-            hi = float(grid[0])
-        elif above[-1] == len(grid) - 1:
-            hi = math.inf
-        else:
-            hi = float(grid[above[-1] + 1])
-        return min(lo, value), max(hi, value)
+        # each edge is where that side of the band crosses the target for the last time: below the
+        # small-data region the band may widen again, and a crossing there says nothing
+        return min(self._last_crossing(grid, lower > target), value), max(self._last_crossing(grid, upper > target),
+                                                                          value)
+
+    @staticmethod
+    def _last_crossing(grid: np.ndarray, above: np.ndarray) -> float:
+        """The grid size from which ``above`` stays false (``inf`` if it never does)."""
+        idx = np.flatnonzero(above)
+        if not len(idx):
+            return float(grid[0])
+        return math.inf if idx[-1] == len(grid) - 1 else float(grid[idx[-1] + 1])
 
     # -- reporting -------------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -448,13 +462,15 @@ def fit_learning_curve(
         return _constant_fit(x, y_all, confidence, y_all if y_all.ndim == 2 else None)
     huber = huber_delta if loss == "huber" else None
 
-    held = Holdout()
+    held, average = Holdout(), None
     if start is not None:
         k = int(np.searchsorted(x, start))
         if k >= len(x) or len(x) - k < f.n_params:
             raise ValueError(f"start={start} leaves {len(x) - k} sizes; the {f.name} form needs {f.n_params}")
     elif detect_small_data and isinstance(f, Hestness | PowerLaw):
-        k, held = detect_start(f, x, y, w, huber)
+        cands = start_candidates(f, x, y, w, huber)
+        held, average = best_holdout(cands), average_starts(f, x, y, w, huber, cands)
+        k = average.start if average is not None else reported_start(cands)
     else:
         k = 0
     xs, ys, ws = x[k:], y[k:], w[k:]
@@ -462,11 +478,16 @@ def fit_learning_curve(
         held = heldout_fit(f, xs, ys, h, ws, huber)  # the curve's own past, for the interval
 
     ctx = Context.of(xs, ys)
-    params, _ = fit_form(f, xs, ys, weights=ws, huber=huber, ctx=ctx)
+    if average is not None:
+        params, members, member_weights = average.params, average.members, average.weights
+    else:
+        params = fit_form(f, xs, ys, weights=ws, huber=huber, ctx=ctx)[0]
+        members, member_weights = params[None], np.ones(1)
     rmsle = float(np.sqrt(np.mean((f.log_predict(params, xs) - np.log(ys)) ** 2)))
     theta = f.unconstrained(params, ctx)
     spread = PredictiveSpread.estimate(f, theta, ctx, xs, np.log(ys), ws, residuals=held.residuals,
-                                       distance=held.distance, run_noise=_run_noise(y_all[k:]))
+                                       distance=held.distance, run_noise=_run_noise(y_all[k:]),
+                                       members=members, member_weights=member_weights)
     boot = _bootstrap(f, xs, ys, ws, y_all[k:] if y_all.ndim == 2 else None, params, ctx, n=bootstrap,
                       method=method, user_weights=w_user is not None, huber=huber, rng=np.random.default_rng(seed))
     lo, hi = percentiles(boot[~np.isnan(boot).any(axis=1)], confidence)

@@ -4,7 +4,7 @@ A fitted law's :class:`Prediction` is a **95% prediction interval** (at the defa
 error a new run at that size would measure, in log-error space:
 
 .. math::
-    \log\hat\varepsilon(m) \pm z\,\sqrt{\sigma_\theta^2(m) + \sigma_n^2 + \kappa^2 d(m)^2}
+    \log\hat\varepsilon(m) \pm z\,\sqrt{\sigma_\theta^2(m) + \sigma_n^2 + \kappa^2 d(m)^2 + \sigma_s^2(m)}
 
 * :math:`\sigma_\theta^2(m)`: parameter uncertainty (Laplace: the fit's Jacobian and residual variance);
 * :math:`\sigma_n^2`: the noise of one run (seed variance where there are seeds, else the fit's
@@ -13,7 +13,9 @@ error a new run at that size would measure, in log-error space:
   largest size (in units of the fitted log-size range). :math:`\kappa` is measured on the curve's own
   past: the held-out residuals of the fits that chose the start of the power-law region (rolling
   origin over the best candidate starts, so it carries the uncertainty of the start and of the
-  form's adequacy), shrunk toward a prior :data:`KAPPA_PRIOR`.
+  form's adequacy), shrunk toward a prior :data:`KAPPA_PRIOR`;
+* :math:`\sigma_s^2(m)`: the uncertainty of where the power-law region starts: the weighted spread of
+  the fits from each candidate start around the reported law (:mod:`~lightning_scaling.laws.averaging`).
 
 The constants were set on the development sets (docs/fitting.md records which and the coverage
 reached). Bootstrap percentile intervals remain for parameters (``fit.intervals``) and as the
@@ -23,7 +25,7 @@ reached). Bootstrap percentile intervals remain for parameters (``fit.intervals`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ __all__ = ["KAPPA_PRIOR", "KAPPA_WEIGHT", "NOISE_PRIOR", "DataNeeded", "Predicti
 
 #: prior extrapolation-error rate (log error per fitted log-size range), and its weight in squared
 #: distance units; set on the development sets (docs/fitting.md)
-KAPPA_PRIOR = 0.5
+KAPPA_PRIOR = 0.25
 KAPPA_WEIGHT = 4.0
 #: prior per-run noise (log error) for curves with few residual degrees of freedom, and its weight
 NOISE_PRIOR = 0.02
@@ -82,8 +84,12 @@ class DataNeeded(Prediction):
 
     def __str__(self) -> str:
         if not self.reachable:
-            return (f"unreachable: target {self.target:.4g} is at or below the fitted floor "
-                    f"(irreducible error {self.floor:.4g})")
+            out = (f"unreachable: target {self.target:.4g} is at or below the fitted floor "
+                   f"(irreducible error {self.floor:.4g})")
+            if np.isfinite(self.lower):
+                out += (f"; within the {self.confidence:.0%} {self.kind} interval a run may reach it from "
+                        f"{self.lower:.4g} on")
+            return out
         upper = "unbounded" if not np.isfinite(self.upper) else f"{self.upper:.4g}"
         out = f"{self.value:.4g} [{self.lower:.4g}, {upper}] ({self.confidence:.0%} {self.kind} interval)"
         return f"{out}: {self.note}" if self.note else out
@@ -171,6 +177,9 @@ class PredictiveSpread:
         kappa: extrapolation-error rate per fitted log-size range.
         log_last: log of the largest fitted size.
         log_span: fitted log-size range (largest over smallest used).
+        members: parameters ``(K, p)`` of the fits the law summarises (one per candidate start of the
+            power-law region); their weighted spread around the law is the start's uncertainty.
+        member_weights: their weights, summing to 1.
     """
 
     form: Form
@@ -181,6 +190,8 @@ class PredictiveSpread:
     kappa: float
     log_last: float
     log_span: float
+    members: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    member_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         """Extrapolation distance beyond the largest fitted size, in fitted log-size ranges."""
@@ -192,13 +203,24 @@ class PredictiveSpread:
         if self.cov.size:  # a flat law (constant errors) has no parameters to be uncertain about
             jac = log_jacobian(self.form, self.theta, x, self.ctx)
             var_param = np.einsum("np,pq,nq->n", jac, self.cov, jac)
-        total = np.maximum(var_param, 0.0) + self.noise_sd**2 + (self.kappa * self.distance(x)) ** 2
+        total = (np.maximum(var_param, 0.0) + self.noise_sd**2 + (self.kappa * self.distance(x)) ** 2
+                 + self.start_variance(x))
         return np.minimum(np.sqrt(total), MAX_SD)
+
+    def start_variance(self, x: np.ndarray) -> np.ndarray:
+        """Weighted spread of the members' log predictions around the law: the start's uncertainty."""
+        if len(self.members) < 2:
+            return np.zeros(len(x))
+        law = self.form.log_predict(self.form.natural(self.theta, self.ctx), x)
+        with np.errstate(invalid="ignore", over="ignore"):
+            dev = self.form.log_predict(self.members, x) - law
+        return np.nan_to_num(self.member_weights @ dev**2, nan=0.0, posinf=MAX_SD**2)
 
     @classmethod
     def estimate(
         cls, form: Form, theta: np.ndarray, ctx: Context, x: np.ndarray, logy: np.ndarray, w: np.ndarray, *,
         residuals: np.ndarray, distance: np.ndarray, run_noise: float | None = None,
+        members: np.ndarray | None = None, member_weights: np.ndarray | None = None,
     ) -> PredictiveSpread:
         """Estimate every term from a fit to ``(x, log y)`` with weights ``w`` and held-out residuals.
 
@@ -206,6 +228,7 @@ class PredictiveSpread:
             residuals: held-out log residuals of fits on the curve's own past (rolling origin).
             distance: their extrapolation distances (fitted log-size ranges).
             run_noise: one run's noise where seeds measured it; else the residual noise is used.
+            members: the fits from each candidate start that the law summarises, with ``member_weights``.
         """
         n, p = len(x), len(theta)
         w = w / max(float(np.mean(w)), 1e-300)
@@ -224,4 +247,6 @@ class PredictiveSpread:
         kappa2 = (float(np.sum(excess)) + KAPPA_WEIGHT * KAPPA_PRIOR**2) / (float(np.sum(d**2)) + KAPPA_WEIGHT)
         lx = np.log(x)
         return cls(form, np.asarray(theta, float), ctx, cov, math.sqrt(noise2), math.sqrt(kappa2), float(lx[-1]),
-                   float(max(lx[-1] - lx[0], 1e-12)))
+                   float(max(lx[-1] - lx[0], 1e-12)),
+                   np.zeros((0, p)) if members is None else np.asarray(members, float),
+                   np.zeros(0) if member_weights is None else np.asarray(member_weights, float))

@@ -1,9 +1,21 @@
-"""Held-out extrapolation: where the power-law region starts, which form extrapolates best.
+r"""Held-out extrapolation: where the power-law region starts, which form extrapolates best.
 
 Every choice here is scored the way a user is judged: fit without the largest sizes, predict them.
 The held-out residuals of those fits are kept, because they also measure how fast this curve's
 extrapolation error grows with distance (the prediction interval's extrapolation term, see
 :mod:`lightning_scaling.laws.intervals`).
+
+The start of the power-law region is uncertain, and a held-out score on the two or three largest
+sizes is a noisy judge of it, so the default fit does not pick one start: it averages the candidate
+starts (:func:`start_candidates`), each weighted by
+
+.. math::
+    w_k = \frac{\rho}{K} + (1 - \rho)\,\frac{e^{-(s_k^2 - s_{\min}^2) / (2 T^2 s_{\min}^2)}}
+          {\sum_j e^{-(s_j^2 - s_{\min}^2) / (2 T^2 s_{\min}^2)}}
+
+where :math:`s_k` is the held-out RMSLE of start :math:`k`, :math:`\rho` = :data:`START_PRIOR` the
+share of the weight spread evenly over the :math:`K` candidates, and :math:`T` =
+:data:`START_TEMPERATURE` how many times the best score a candidate may lose by and keep weight.
 """
 
 from __future__ import annotations
@@ -13,18 +25,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lightning_scaling.laws._core import fit_form
+from lightning_scaling.laws._core import fit_form, fit_form_subsets
 from lightning_scaling.laws._validation import as_curve
-from lightning_scaling.laws.forms import Form, get_form
+from lightning_scaling.laws.forms import Context, Form, get_form
 
-__all__ = ["HOLDOUT_FRACTION", "FormScores", "Holdout", "extrapolation_error", "select_form"]
+__all__ = ["HOLDOUT_FRACTION", "START_PRIOR", "START_TEMPERATURE", "FormScores", "Holdout", "StartCandidate",
+           "extrapolation_error", "reported_start", "select_form", "start_candidates", "start_weights"]
 
 #: fraction of the log-size range held out when scoring a candidate by extrapolation
 HOLDOUT_FRACTION = 0.2
 #: candidate starts of the power-law region, as fractions of the points
 START_GRID = np.arange(0.0, 0.76, 0.05)
-#: the start used is the median of this many best-scoring candidates
+#: the held-out residuals of this many best-scoring starts describe the curve's extrapolation error
 TOP_STARTS = 5
+#: share of the weight of the candidate starts spread evenly over them (the rest follows held-out error);
+#: chosen where both development sets were flat (docs/fitting.md), not at either set's optimum
+START_PRIOR = 0.5
+#: a start whose held-out RMSLE is this many times the best one's keeps exp(-1/2) of the best's weight
+START_TEMPERATURE = 4.0
 
 
 @dataclass
@@ -37,6 +55,8 @@ class Holdout:
 
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
     distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    params: np.ndarray | None = None
+    """The parameters fitted without the held-out points (``None`` when infeasible or pooled)."""
 
     def extend(self, other: Holdout) -> Holdout:
         return Holdout(np.r_[self.residuals, other.residuals], np.r_[self.distance, other.distance])
@@ -53,6 +73,7 @@ def holdout_count(x: np.ndarray, holdout: float, n_params: int) -> int:
 def heldout_fit(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray | None,
                 huber: float | None) -> Holdout:
     """Fit on all but the last ``h`` points; the residuals on those ``h`` (``nan`` when infeasible)."""
+    p: np.ndarray | None = None
     try:
         p, _ = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)
         r = form.log_predict(p, x[-h:]) - np.log(y[-h:])
@@ -60,7 +81,7 @@ def heldout_fit(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray 
         r = np.full(h, np.nan)
     lx = np.log(x)
     span = max(lx[-h - 1] - lx[0], 1e-12)
-    return Holdout(r, (lx[-h:] - lx[-h - 1]) / span)
+    return Holdout(r, (lx[-h:] - lx[-h - 1]) / span, p)
 
 
 def _rmsle(res: np.ndarray) -> float:
@@ -87,33 +108,100 @@ def extrapolation_error(
     return _rmsle(res)
 
 
-def detect_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber: float | None
-                 ) -> tuple[int, Holdout]:
-    """Start of the power-law region: the median of the best starts by held-out extrapolation.
+@dataclass
+class StartCandidate:
+    """One candidate start of the power-law region: its index, held-out score and weight."""
 
-    Returns the start index and the held-out residuals of the best candidates (their spread over
-    starts is part of the prediction interval). Candidates with a non-finite score are never ranked.
+    start: int
+    score: float
+    weight: float
+    held: Holdout
+
+
+def start_weights(scores: np.ndarray) -> np.ndarray:
+    """Weights of candidate starts from their held-out RMSLEs (module docstring); ``inf`` scores get
+    only the prior's share, and with no finite score every candidate weighs the same.
+
+    >>> start_weights(np.array([0.1, 0.1, np.inf])).round(3).tolist()
+    [0.417, 0.417, 0.167]
+    """
+    s = np.asarray(scores, dtype=float)
+    even = np.full(len(s), 1.0 / max(len(s), 1))
+    ok = np.isfinite(s)
+    if not ok.any():
+        return even
+    best = float(s[ok].min())
+    scale = START_TEMPERATURE * max(best, 1e-3)  # 1e-3: a noiseless curve does not make one start win
+    with np.errstate(invalid="ignore"):
+        logw = np.where(ok, -0.5 * (s**2 - best**2) / scale**2, -np.inf)
+    fit = np.exp(logw - logw[ok].max())
+    return START_PRIOR * even + (1.0 - START_PRIOR) * fit / fit.sum()
+
+
+def start_candidates(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber: float | None
+                     ) -> list[StartCandidate]:
+    """Every candidate start of the power-law region, scored by held-out extrapolation and weighted.
+
+    Candidates are the starts in :data:`START_GRID` (fractions of the points) that leave the form
+    one point more than it has parameters; each is fitted without the largest sizes and scored on
+    them where enough points remain. Empty when the curve is too short to hold any point out.
+    Non-finite scores (and late starts without one) are never ranked: they keep the prior's share.
     """
     n = len(x)
     h = holdout_count(x, HOLDOUT_FRACTION, form.n_params)
     if h == 0:
-        return 0, Holdout()
-    scored: list[tuple[float, int, Holdout]] = []
-    for k in sorted({round(float(f) * n) for f in START_GRID}):
-        if n - h - k < form.n_params + 1:
-            break
-        held = heldout_fit(form, x[k:], y[k:], h, w[k:], huber)
-        score = _rmsle(held.residuals)
-        if np.isfinite(score):
-            scored.append((score, k, held))
-    if not scored:
-        return 0, Holdout()
-    scored.sort(key=lambda s: (s[0], s[1]))
-    best = scored[:TOP_STARTS]
+        return []
+    starts = [k for k in sorted({round(float(f) * n) for f in START_GRID}) if n - k >= form.n_params + 1]
+    # a late start leaves too few points to hold any out: it has no score, only the prior's share
+    scored = [k for k in starts if n - h - k >= form.n_params + 1]
+    idx = np.arange(n)
+    masks = np.array([(idx >= k) & (idx < n - h) for k in scored]).reshape(len(scored), n)
+    # the floor's bound comes from the fitted points only, not from the held-out ones
+    params, _ = fit_form_subsets(form, x, y, masks, weights=w, huber=huber, ctx=Context.of(x[:n - h], y[:n - h]))
+    lx = np.log(x)
+    out: list[StartCandidate] = []
+    for k in starts:
+        held = Holdout()
+        if k in scored:
+            p = params[scored.index(k)]
+            ok = bool(np.all(np.isfinite(p)))
+            r = form.log_predict(p, x[-h:]) - np.log(y[-h:]) if ok else np.full(h, np.nan)
+            span = max(lx[-h - 1] - lx[k], 1e-12)
+            held = Holdout(r, (lx[-h:] - lx[-h - 1]) / span, p if ok else None)
+        out.append(StartCandidate(k, _rmsle(held.residuals) if len(held.residuals) else np.inf, 0.0, held))
+    for c, weight in zip(out, start_weights(np.array([c.score for c in out]))):
+        c.weight = float(weight)
+    return out
+
+
+def detect_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber: float | None
+                 ) -> tuple[int, Holdout]:
+    """Start of the power-law region and the held-out residuals of the best candidates.
+
+    Returns :func:`reported_start` of :func:`start_candidates` and their :func:`best_holdout`.
+    """
+    cands = start_candidates(form, x, y, w, huber)
+    return reported_start(cands), best_holdout(cands)
+
+
+def _best(cands: Sequence[StartCandidate]) -> list[StartCandidate]:
+    return sorted((c for c in cands if np.isfinite(c.score)), key=lambda c: (c.score, c.start))[:TOP_STARTS]
+
+
+def reported_start(cands: Sequence[StartCandidate]) -> int:
+    """Where the power-law region is reported to start: the median of the :data:`TOP_STARTS`
+    best-scoring candidates (0 without a finite score). The regions, the parameter intervals and the
+    averaged law's grid start there."""
+    best = _best(cands)
+    return int(np.median([c.start for c in best])) if best else 0
+
+
+def best_holdout(cands: Sequence[StartCandidate]) -> Holdout:
+    """Held-out residuals of the :data:`TOP_STARTS` best-scoring candidates with a finite score, pooled."""
     pool = Holdout()
-    for _, _, held in best:
-        pool = pool.extend(held)
-    return int(np.median([k for _, k, _ in best])), pool
+    for c in _best(cands):
+        pool = pool.extend(c.held)
+    return pool
 
 
 class FormScores(dict):

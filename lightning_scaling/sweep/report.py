@@ -247,7 +247,9 @@ def prediction_lines(law: ReportedFit | None, size_unit: str, monitor: str, targ
 
     def told(need: Any) -> str:
         if not need.reachable:
-            return f"unreachable (at or below the fitted floor {sig(need.floor)})"
+            maybe = (f"; within the interval a run may reach it from {sig(need.lower)} on"
+                     if need.lower <= BEYOND * largest else "")
+            return f"unreachable (at or below the fitted floor {sig(need.floor)}){maybe}"
         if need.value > BEYOND * largest:
             return format_size(need.value, largest)
         upper = format_size(need.upper, largest) if math.isfinite(need.upper) else "unbounded"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -66,3 +68,35 @@ def test_bad_interval_kind():
     m = np.geomspace(10, 1e4, 6)
     with pytest.raises(ValueError, match="interval must be"):
         fit_learning_curve(m, 2 * m**-0.3, bootstrap=0).predict(1e5, interval="credible")  # type: ignore[arg-type]
+
+
+def test_data_needed_interval_for_a_target_below_the_fitted_floor_still_starts_where_runs_may_reach_it():
+    # the floor is estimated, not known: a target just below the fitted floor is unreachable by the
+    # fitted curve, yet a new run may reach it; the interval must say from where, or it holds nothing
+    rng = np.random.default_rng(3)
+    m = np.geomspace(1e3, 1e5, 10)
+    fit = fit_learning_curve(m, (2.0 * m**-0.3 + 0.05) * np.exp(rng.normal(0, 0.03, m.size)), bootstrap=0)
+    need = fit.data_needed(0.97 * fit.floor)
+    assert not need.reachable and need.value == np.inf
+    assert m[-1] < need.lower < np.inf and need.upper == np.inf
+    assert f"may reach it from {need.lower:.4g} on" in str(need)
+    # the lower edge of the prediction interval reaches the target there, and not before
+    assert fit.predict(need.lower).lower <= need.target * 1.001
+    assert fit.predict(0.9 * need.lower).lower > need.target
+
+
+def test_interval_carries_the_uncertainty_of_where_the_power_law_starts():
+    # an ambiguous bend: the candidate starts disagree about the extrapolation, and the default
+    # fit's interval (which averages them) is wider than if the reported start were known
+    rng = np.random.default_rng(4)
+    m = np.geomspace(100, 1e5, 14)
+    eps = (0.9 * (1 + (m / 2e3) ** 0.6) ** -1 + 0.03) * np.exp(rng.normal(0, 0.01, m.size))
+    fit = fit_learning_curve(m, eps, bootstrap=0)
+    spread = fit.spread
+    assert spread is not None and len(spread.members) > 1
+    assert spread.member_weights.sum() == pytest.approx(1.0)
+    x = np.array([1e5, 1e6])
+    start = spread.start_variance(x)
+    assert np.all(start > 0) and start[1] > start[0]  # the starts disagree more the farther out
+    known = dataclasses.replace(spread, members=spread.members[:1], member_weights=np.ones(1))
+    np.testing.assert_allclose(spread.sd(x) ** 2, known.sd(x) ** 2 + start)
