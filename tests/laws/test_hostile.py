@@ -96,21 +96,26 @@ def test_select_form_skips_a_form_with_too_many_parameters_with_a_note():
 def test_nan_scores_are_never_ranked(monkeypatch):
     import lightning_scaling.laws.selection as selection
 
-    real = selection.heldout_fit
+    real = selection.fit_form_subsets
     calls = []
 
-    def poisoned(form, x, y, h, w, huber):
-        calls.append(len(x))
-        held = real(form, x, y, h, w, huber)
-        if len(calls) == 1:  # the first candidate start fits alpha = inf: its score is nan
-            held.residuals[:] = np.nan
-        return held
+    def poisoned(form, x, y, masks, **kw):
+        params, cost = real(form, x, y, masks, **kw)
+        calls.append(len(masks))
+        if len(calls) == 1:  # the held-out fit of the first candidate start has alpha = inf: its score is nan
+            params[0, 0] = np.inf
+        return params, cost
 
-    monkeypatch.setattr(selection, "heldout_fit", poisoned)
+    monkeypatch.setattr(selection, "fit_form_subsets", poisoned)
     m = np.geomspace(10, 1e5, 16)
     y = 3.0 * m**-0.3 + 0.02
+    cands = selection.start_candidates(get_form("hestness"), m, y, np.ones_like(m), None)
+    first = cands[0]
+    assert first.start == 0 and first.score == np.inf
+    assert first.weight == pytest.approx(selection.START_PRIOR / len(cands))  # the prior's share, no more
+    calls.clear()
     k, held = detect_start(get_form("hestness"), m, y, np.ones_like(m), None)
-    assert 0 < k < len(m) and np.all(np.isfinite(held.residuals))
+    assert 0 < k < len(m) and len(held.residuals) and np.all(np.isfinite(held.residuals))
 
 
 def test_data_needed_for_a_target_above_every_error_says_it_is_reached():
