@@ -28,7 +28,7 @@ def fit_form(
         huber: Huber threshold on log residuals, ``None`` for least squares.
         ctx: parameterisation context; defaults to the one of ``(x, y)``.
         starts: starting parameters ``(S, p)`` in the user's units to use instead of the form's grid
-            (a warm start from a fit of nearly the same points).
+            (e.g. the fits of nearly the same curve).
 
     Returns:
         ``(params, cost)`` with ``params`` in the user's units.

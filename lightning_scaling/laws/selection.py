@@ -41,7 +41,7 @@ TOP_STARTS = 5
 #: share of the weight of the candidate starts spread evenly over them (the rest follows held-out error);
 #: chosen where both development sets were flat (docs/fitting.md), not at either set's optimum
 START_PRIOR = 0.5
-#: a start whose held-out RMSLE is this many times the best one's keeps exp(-1/2) of the best's weight
+#: a start whose held-out RMSLE is this many times the best one's keeps about exp(-1/2) of the best's weight
 START_TEMPERATURE = 4.0
 
 
@@ -55,8 +55,6 @@ class Holdout:
 
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
     distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    params: np.ndarray | None = None
-    """The parameters fitted without the held-out points (``None`` when infeasible or pooled)."""
 
     def extend(self, other: Holdout) -> Holdout:
         return Holdout(np.r_[self.residuals, other.residuals], np.r_[self.distance, other.distance])
@@ -73,7 +71,6 @@ def holdout_count(x: np.ndarray, holdout: float, n_params: int) -> int:
 def heldout_fit(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray | None,
                 huber: float | None) -> Holdout:
     """Fit on all but the last ``h`` points; the residuals on those ``h`` (``nan`` when infeasible)."""
-    p: np.ndarray | None = None
     try:
         p, _ = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)
         r = form.log_predict(p, x[-h:]) - np.log(y[-h:])
@@ -81,7 +78,7 @@ def heldout_fit(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray 
         r = np.full(h, np.nan)
     lx = np.log(x)
     span = max(lx[-h - 1] - lx[0], 1e-12)
-    return Holdout(r, (lx[-h:] - lx[-h - 1]) / span, p)
+    return Holdout(r, (lx[-h:] - lx[-h - 1]) / span)
 
 
 def _rmsle(res: np.ndarray) -> float:
@@ -167,7 +164,7 @@ def start_candidates(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, hu
             ok = bool(np.all(np.isfinite(p)))
             r = form.log_predict(p, x[-h:]) - np.log(y[-h:]) if ok else np.full(h, np.nan)
             span = max(lx[-h - 1] - lx[k], 1e-12)
-            held = Holdout(r, (lx[-h:] - lx[-h - 1]) / span, p if ok else None)
+            held = Holdout(r, (lx[-h:] - lx[-h - 1]) / span)
         out.append(StartCandidate(k, _rmsle(held.residuals) if len(held.residuals) else np.inf, 0.0, held))
     for c, weight in zip(out, start_weights(np.array([c.score for c in out]))):
         c.weight = float(weight)
