@@ -38,11 +38,9 @@ GRID_BEYOND = 1.0
 class StartAverage:
     """The law closest to the average over starts, with the members it averages.
 
-    ``start`` is where the power-law region is reported to begin;
     ``members`` the parameters fitted from each candidate start, ``(K, p)``, with their ``weights``.
     """
 
-    start: int
     params: np.ndarray
     members: np.ndarray
     weights: np.ndarray
@@ -66,7 +64,7 @@ def average_starts(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, hube
     weights = weights / weights.sum()
     start = reported_start(cands)
     if len(members) == 1:
-        return StartAverage(start, members[0], members, weights)
+        return StartAverage(members[0], members, weights)
     lx0, lx1 = np.log(x[start]), np.log(x[-1])
     grid = np.exp(np.linspace(lx0, lx1 + GRID_BEYOND * (lx1 - lx0), GRID_POINTS))
     average = weights @ form.log_predict(members, grid)
@@ -75,4 +73,4 @@ def average_starts(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, hube
         params, _ = fit_form(form, grid, np.exp(average), starts=members)
     except RuntimeError:
         params = members[int(np.argmax(weights))]
-    return StartAverage(start, params, members, weights)
+    return StartAverage(params, members, weights)

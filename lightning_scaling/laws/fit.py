@@ -469,8 +469,7 @@ def fit_learning_curve(
             raise ValueError(f"start={start} leaves {len(x) - k} sizes; the {f.name} form needs {f.n_params}")
     elif detect_small_data and isinstance(f, Hestness | PowerLaw):
         cands = start_candidates(f, x, y, w, huber)
-        held, average = best_holdout(cands), average_starts(f, x, y, w, huber, cands)
-        k = average.start if average is not None else reported_start(cands)
+        held, average, k = best_holdout(cands), average_starts(f, x, y, w, huber, cands), reported_start(cands)
     else:
         k = 0
     xs, ys, ws = x[k:], y[k:], w[k:]

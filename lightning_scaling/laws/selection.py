@@ -72,10 +72,19 @@ def heldout_fit(form: Form, x: np.ndarray, y: np.ndarray, h: int, w: np.ndarray 
                 huber: float | None) -> Holdout:
     """Fit on all but the last ``h`` points; the residuals on those ``h`` (``nan`` when infeasible)."""
     try:
-        p, _ = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)
-        r = form.log_predict(p, x[-h:]) - np.log(y[-h:])
+        p: np.ndarray | None = fit_form(form, x[:-h], y[:-h], weights=None if w is None else w[:-h], huber=huber)[0]
     except RuntimeError:
+        p = None
+    return holdout_of(form, p, x, y, h)
+
+
+def holdout_of(form: Form, params: np.ndarray | None, x: np.ndarray, y: np.ndarray, h: int) -> Holdout:
+    """The residuals on the last ``h`` points of parameters fitted without them (``nan`` when ``params``
+    is ``None`` or not finite), with their distances beyond the fitted range ``x[:-h]``."""
+    if params is None or not np.all(np.isfinite(params)):
         r = np.full(h, np.nan)
+    else:
+        r = form.log_predict(params, x[-h:]) - np.log(y[-h:])
     lx = np.log(x)
     span = max(lx[-h - 1] - lx[0], 1e-12)
     return Holdout(r, (lx[-h:] - lx[-h - 1]) / span)
@@ -155,30 +164,13 @@ def start_candidates(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, hu
     masks = np.array([(idx >= k) & (idx < n - h) for k in scored]).reshape(len(scored), n)
     # the floor's bound comes from the fitted points only, not from the held-out ones
     params, _ = fit_form_subsets(form, x, y, masks, weights=w, huber=huber, ctx=Context.of(x[:n - h], y[:n - h]))
-    lx = np.log(x)
     out: list[StartCandidate] = []
     for k in starts:
-        held = Holdout()
-        if k in scored:
-            p = params[scored.index(k)]
-            ok = bool(np.all(np.isfinite(p)))
-            r = form.log_predict(p, x[-h:]) - np.log(y[-h:]) if ok else np.full(h, np.nan)
-            span = max(lx[-h - 1] - lx[k], 1e-12)
-            held = Holdout(r, (lx[-h:] - lx[-h - 1]) / span)
+        held = holdout_of(form, params[scored.index(k)], x[k:], y[k:], h) if k in scored else Holdout()
         out.append(StartCandidate(k, _rmsle(held.residuals) if len(held.residuals) else np.inf, 0.0, held))
     for c, weight in zip(out, start_weights(np.array([c.score for c in out]))):
         c.weight = float(weight)
     return out
-
-
-def detect_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, huber: float | None
-                 ) -> tuple[int, Holdout]:
-    """Start of the power-law region and the held-out residuals of the best candidates.
-
-    Returns :func:`reported_start` of :func:`start_candidates` and their :func:`best_holdout`.
-    """
-    cands = start_candidates(form, x, y, w, huber)
-    return reported_start(cands), best_holdout(cands)
 
 
 def _best(cands: Sequence[StartCandidate]) -> list[StartCandidate]:

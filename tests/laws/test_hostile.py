@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from lightning_scaling.laws import fit_learning_curve, get_form, select_form
-from lightning_scaling.laws.selection import detect_start
 
 
 def _finite(pred) -> bool:
@@ -114,7 +113,8 @@ def test_nan_scores_are_never_ranked(monkeypatch):
     assert first.start == 0 and first.score == np.inf
     assert first.weight == pytest.approx(selection.START_PRIOR / len(cands))  # the prior's share, no more
     calls.clear()
-    k, held = detect_start(get_form("hestness"), m, y, np.ones_like(m), None)
+    cands = selection.start_candidates(get_form("hestness"), m, y, np.ones_like(m), None)
+    k, held = selection.reported_start(cands), selection.best_holdout(cands)
     assert 0 < k < len(m) and len(held.residuals) and np.all(np.isfinite(held.residuals))
 
 
