@@ -28,7 +28,16 @@ from lightning_scaling.sweep.options import SweepOptions
 from lightning_scaling.sweep.plan import NOT_IN_PLAN, RunSpec, SweepPlan
 from lightning_scaling.sweep.probe_checks import probe_without_record, sizes_too_large
 from lightning_scaling.sweep.progress import Progress, format_duration
-from lightning_scaling.sweep.record import COMPLETED, FAILED, OK, build_record, grid_key, missing_value, run_value
+from lightning_scaling.sweep.record import (
+    COMPLETED,
+    FAILED,
+    OK,
+    build_record,
+    grid_key,
+    missing_value,
+    missing_value_message,
+    run_value,
+)
 from lightning_scaling.sweep.report import sig
 from lightning_scaling.sweep.reporter import Reporter
 from lightning_scaling.sweep.result import SweepResult, analysis
@@ -167,10 +176,7 @@ class SweepController:
                                  if r.get("run_id") in planned or r.get("base_id") in planned), self.plan.select)
         if lacking:
             # refused before anything runs: ranking them by their best value instead would mix two protocols
-            raise SweepError(
-                f"select={self.plan.select!r} ranks runs by their final_value, which the records of {lacking} in "
-                f"{self.store.root / 'runs'} do not hold (written before it was recorded): move those files away to "
-                "run them again, or use select='best'")
+            raise SweepError(missing_value_message(lacking, self.plan.select, self.store.root / "runs"))
         self.store.write_plan(self.plan.to_dict())
 
     # -- the run ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ controller writes a ``failed`` one for a run that gave up without a record of it
 and their JSON form are those of :class:`RunRecord`; ``docs/sweep-folder.md`` documents the same
 keys (a test checks that the two agree).
 
->>> from lightning_scaling.sweep.plan import SELECTIONS, RunSpec
+>>> from lightning_scaling.sweep.plan import RunSpec
 >>> spec = RunSpec("f0.5_s0_abc", fraction=0.5, size=None, params={"hidden": 64}, seed=0, data_seed=0)
 >>> rec = build_record(spec, status=FAILED, attempt=2, launch="9f2c", reason="exit code 1", monitor="val_err")
 >>> rec["status"], record_amount(rec), grid_key(rec["params"])
@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from typing_extensions import Required, TypedDict
 
-from lightning_scaling.sweep.plan import SELECTIONS, RunSpec
+from lightning_scaling.sweep.plan import RunSpec, check_select
 
 __all__ = [
     "COMPLETED",
@@ -34,6 +34,7 @@ __all__ = [
     "build_record",
     "grid_key",
     "missing_value",
+    "missing_value_message",
     "record_amount",
     "record_problem",
     "run_value",
@@ -221,8 +222,7 @@ def run_value(record: Mapping[str, Any], select: str = "best", metric: str | Non
     >>> run_value(rec), run_value(rec, "last"), run_value(rec, "last", "acc"), run_value(rec, "best", "acc")
     (1.2, 1.9, 0.4, None)
     """
-    if select not in SELECTIONS:
-        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    check_select(select)
     if metric is None or metric == record.get("monitor"):
         return record.get("best_value" if select == "best" else "final_value")
     return (record.get("metrics_at_best" if select == "best" else "metrics_at_final") or {}).get(metric)
@@ -241,6 +241,18 @@ def missing_value(records: Iterable[Mapping[str, Any]], select: str) -> list[str
         if r.get("status") == OK and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
             out.append(str(r.get("run_id")))
     return out
+
+
+def missing_value_message(lacking: list[str], select: str, folder: object = None) -> str:
+    """Why the runs of :func:`missing_value` stop a study or an analysis, and the fix.
+
+    >>> missing_value_message(["a"], "last")
+    "select='last' ranks runs by their final_value, which the records of ['a'] do not hold ..."
+    """
+    where = f" in {folder}" if folder is not None else ""
+    return (f"select={select!r} ranks runs by their final_value, which the records of {lacking}{where} do not hold "
+            "(written before it was recorded): move those files away (runs/<run_id>.json) to run them again, or use "
+            "select='best'")
 
 
 def grid_key(params: Mapping[str, Any] | None) -> str:

@@ -26,7 +26,7 @@ from lightning_scaling.laws import (
 )
 from lightning_scaling.sweep.aggregate import best_per_size, seed_matrix
 from lightning_scaling.sweep.plan import check_select
-from lightning_scaling.sweep.record import OK, grid_key, missing_value, record_amount, run_value
+from lightning_scaling.sweep.record import OK, grid_key, missing_value, missing_value_message, record_amount, run_value
 from lightning_scaling.sweep.report import (
     ReportedFit,
     csv_text,
@@ -165,9 +165,7 @@ class SweepResult:
         runs = [dict(r) for r in records]
         lacking = missing_value(runs, select)
         if lacking:
-            raise ValueError(f"select={select!r} ranks runs by their final_value, which the records of {lacking} do "
-                             "not hold (written before it was recorded): run them again (move their runs/<run_id>"
-                             ".json away and rerun the sweep) or use select='best'")
+            raise ValueError(missing_value_message(lacking, select))
         fitted = None if metric in (None, monitor) else metric
 
         ok = [r for r in runs if r.get("status") == OK and _finite(run_value(r, select, fitted))]
