@@ -393,6 +393,21 @@ def _bootstrap(f: Form, xs: np.ndarray, ys: np.ndarray, ws: np.ndarray, ys_seeds
     return refit_many(f, xs, np.log(np.nanmean(reps, axis=2)), rw, params, ctx, huber=huber)
 
 
+def _pooled_with_average(f: Form, boot: np.ndarray, fitted: np.ndarray, reported: np.ndarray, ctx: Context
+                         ) -> np.ndarray:
+    """Bootstrap replicates of the one fit from the reported start, pooled with the same replicates
+    moved to centre on the ``reported`` law, the average over starts.
+
+    The bootstrap refits one start, and its replicates alone can all miss the reported law (its
+    intervals then did not contain its own estimate); moved alone, they would miss what that start
+    says (a plateau the average half-includes biases it). Pooled, the intervals carry the sampling
+    noise and the gap between the two. The move is made in the unconstrained parameterisation, so every
+    replicate stays valid.
+    """
+    shift = f.unconstrained(reported, ctx) - f.unconstrained(fitted, ctx)
+    return np.concatenate([boot, f.natural(f.unconstrained(boot, ctx) + shift, ctx)])
+
+
 def fit_learning_curve(
     sizes: Sequence[float] | np.ndarray,
     errors: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
@@ -477,18 +492,22 @@ def fit_learning_curve(
         held = heldout_fit(f, xs, ys, h, ws, huber)  # the curve's own past, for the interval
 
     ctx = Context.of(xs, ys)
-    if average is not None:
-        params, members, member_weights = average.params, average.members, average.weights
-    else:
+    if average is None:
         params = fit_form(f, xs, ys, weights=ws, huber=huber, ctx=ctx)[0]
-        members, member_weights = params[None], np.ones(1)
+        single, members, member_weights = params, params[None], np.ones(1)
+    else:
+        params, members, member_weights = average.params, average.members, average.weights
+        # the one fit from the reported start, which the bootstrap refits (average_starts does not keep it)
+        single = fit_form(f, xs, ys, weights=ws, huber=huber, ctx=ctx)[0] if bootstrap else params
     rmsle = float(np.sqrt(np.mean((f.log_predict(params, xs) - np.log(ys)) ** 2)))
     theta = f.unconstrained(params, ctx)
     spread = PredictiveSpread.estimate(f, theta, ctx, xs, np.log(ys), ws, residuals=held.residuals,
                                        distance=held.distance, run_noise=_run_noise(y_all[k:]),
                                        members=members, member_weights=member_weights)
-    boot = _bootstrap(f, xs, ys, ws, y_all[k:] if y_all.ndim == 2 else None, params, ctx, n=bootstrap,
+    boot = _bootstrap(f, xs, ys, ws, y_all[k:] if y_all.ndim == 2 else None, single, ctx, n=bootstrap,
                       method=method, user_weights=w_user is not None, huber=huber, rng=np.random.default_rng(seed))
+    if average is not None and bootstrap:
+        boot = _pooled_with_average(f, boot, single, params, ctx)
     lo, hi = percentiles(boot[~np.isnan(boot).any(axis=1)], confidence)
     level, note = _rising_tail(x, y)
     return LearningCurveFit(

@@ -50,6 +50,21 @@ def test_small_data_region_is_detected_and_left_out():
     assert fit.intervals["beta"][0] < -0.35 < fit.intervals["beta"][1]
 
 
+def test_reported_parameters_lie_inside_their_intervals_when_the_starts_disagree():
+    # the digits main job (examples/digits/train.py, 2 seeds per size): its candidate starts disagree, and a
+    # bootstrap from the reported start alone gave alpha = 7.3 the interval [2.8, 5.3], which missed it
+    m = np.array([38.0, 75, 150, 300, 600, 1200])
+    eps = np.array([[0.1960, 0.1977], [0.1524, 0.1524], [0.0938, 0.1005],
+                    [0.0469, 0.0469], [0.0335, 0.0352], [0.0268, 0.0302]])
+    for errors in (eps, eps.mean(axis=1)):
+        fit = fit_learning_curve(m, errors, bootstrap=500)
+        for name, value in fit.params.items():
+            lo, hi = fit.intervals[name]
+            assert lo <= value <= hi, (fit.resample, name, value, lo, hi)
+        band = fit.predict(m[-1] * 4, interval="confidence")
+        assert band.lower <= band.value <= band.upper
+
+
 def test_explicit_start_overrides_detection():
     m, eps = noisy_curve(0)
     fit = fit_learning_curve(m, eps, start=m[4], bootstrap=0)
