@@ -395,8 +395,8 @@ def _bootstrap(f: Form, xs: np.ndarray, ys: np.ndarray, ws: np.ndarray, ys_seeds
 
 def _pooled_with_average(f: Form, boot: np.ndarray, fitted: np.ndarray, reported: np.ndarray, ctx: Context
                          ) -> np.ndarray:
-    """Bootstrap replicates of the one fit from the reported start, pooled with the same replicates
-    moved to centre on the ``reported`` law, the average over starts.
+    """Bootstrap replicates of the one fit from the reported start, every second one moved to centre
+    on the ``reported`` law, the average over starts (as many replicates as were asked for).
 
     The bootstrap refits one start, and its replicates alone can all miss the reported law (its
     intervals then did not contain its own estimate); moved alone, they would miss what that start
@@ -405,7 +405,9 @@ def _pooled_with_average(f: Form, boot: np.ndarray, fitted: np.ndarray, reported
     replicate stays valid.
     """
     shift = f.unconstrained(reported, ctx) - f.unconstrained(fitted, ctx)
-    return np.concatenate([boot, f.natural(f.unconstrained(boot, ctx) + shift, ctx)])
+    out = boot.copy()
+    out[1::2] = f.natural(f.unconstrained(boot[1::2], ctx) + shift, ctx)
+    return out
 
 
 def fit_learning_curve(
