@@ -10,7 +10,7 @@ every candidate start :math:`k` (weights :math:`w_k` from
 
 then reports the one law of the form closest to that average (least squares in log error on a grid
 from the reported start, :func:`~lightning_scaling.laws.selection.reported_start`, to one fitted
-log-size range beyond the data), so that the equation,
+log-size range beyond the data, a floor below the lowest error from that start), so that the equation,
 ``predict`` and ``data_needed`` agree. The members' spread around the reported law,
 :math:`\sum_k w_k (\log\hat\varepsilon_k(m) - \log\hat\varepsilon(m))^2`, enters the prediction
 interval as the uncertainty of the start (:class:`~lightning_scaling.laws.intervals.PredictiveSpread`).
@@ -19,12 +19,12 @@ interval as the uncertainty of the start (:class:`~lightning_scaling.laws.interv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lightning_scaling.laws._core import fit_form, fit_form_subsets
-from lightning_scaling.laws.forms import Form
+from lightning_scaling.laws.forms import Context, Form
 from lightning_scaling.laws.selection import StartCandidate, reported_start
 
 __all__ = ["StartAverage", "average_starts"]
@@ -63,14 +63,16 @@ def average_starts(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray, hube
     weights = np.array([c.weight for c in cands])[ok]
     weights = weights / weights.sum()
     start = reported_start(cands)
-    if len(members) == 1:
-        return StartAverage(members[0], members, weights)
     lx0, lx1 = np.log(x[start]), np.log(x[-1])
     grid = np.exp(np.linspace(lx0, lx1 + GRID_BEYOND * (lx1 - lx0), GRID_POINTS))
     average = weights @ form.log_predict(members, grid)
+    # the reported law keeps the form's bounds on the points it reports (a floor below their lowest
+    # error): a later start's floor can sit above an earlier point, and so could the average's
+    ctx = Context.of(grid, np.exp(average))
+    ctx = replace(ctx, y_min=min(ctx.y_min, float(np.min(y[start:]))))
     try:
         # every member is a start: the average lies among them
-        params, _ = fit_form(form, grid, np.exp(average), starts=members)
+        params, _ = fit_form(form, grid, np.exp(average), ctx=ctx, starts=members)
     except RuntimeError:
-        params = members[int(np.argmax(weights))]
+        params = fit_form(form, x[start:], y[start:], weights=w[start:], huber=huber, ctx=ctx)[0]
     return StartAverage(params, members, weights)
