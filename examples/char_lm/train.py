@@ -115,32 +115,38 @@ class CharChunks(Dataset):
 
     def __init__(self, ids: torch.Tensor, seq_len: int, stride: int) -> None:
         if len(ids) < seq_len + 1:
-            raise ValueError(f"{len(ids)} characters are fewer than one chunk of {seq_len + 1}")
+            raise ValueError(f"{len(ids)} characters are fewer than {self._one(seq_len)}")
         self.ids, self.seq_len, self.stride = ids, seq_len, stride
+
+    @staticmethod
+    def _one(seq_len: int) -> str:
+        return f"one chunk of {seq_len + 1}"
 
     def __len__(self) -> int:
         return (len(self.ids) - self.seq_len - 1) // self.stride + 1
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def window(self, index: int) -> torch.Tensor:
         start = index * self.stride
-        window = self.ids[start : start + self.seq_len + 1]
+        return self.ids[start : start + self.seq_len + 1]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.window(index)
         return window[:-1], window[1:]
 
 
-class CharContexts(Dataset):
+class CharContexts(CharChunks):
     """Every character with the ``context`` characters before it: ``(context ids, next id)``, at a stride."""
 
     def __init__(self, ids: torch.Tensor, context: int, stride: int = 1) -> None:
-        if len(ids) < context + 1:
-            raise ValueError(f"{len(ids)} characters are fewer than one context of {context} and its next character")
-        self.ids, self.context, self.stride = ids, context, stride
+        super().__init__(ids, context, stride)
 
-    def __len__(self) -> int:
-        return (len(self.ids) - self.context - 1) // self.stride + 1
+    @staticmethod
+    def _one(seq_len: int) -> str:
+        return f"one context of {seq_len} and its next character"
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        start = index * self.stride
-        return self.ids[start : start + self.context], self.ids[start + self.context]
+        window = self.window(index)
+        return window[:-1], window[-1]
 
 
 def target_characters(sample: tuple[torch.Tensor, torch.Tensor]) -> int:
