@@ -109,6 +109,14 @@ def law_problem(fit: LearningCurveFit) -> str | None:
     return None
 
 
+def _misses(value: float, lo: float, hi: float, scale: float) -> bool:
+    """Whether ``value`` lies outside ``[lo, hi]`` by more than rounding at the scale of the errors."""
+    if math.isnan(lo) or math.isnan(hi):  # no interval, nothing to widen
+        return False
+    tol = 1e-6 * max(abs(value), abs(lo), abs(hi), scale)
+    return not lo - tol <= value <= hi + tol
+
+
 @dataclass
 class ReportedFit(LearningCurveFit):
     """A sweep's fitted learning curve as it is reported (see the module docstring).
@@ -121,11 +129,20 @@ class ReportedFit(LearningCurveFit):
 
     @classmethod
     def of(cls, fit: LearningCurveFit) -> ReportedFit:
-        """``fit`` as reported: every interval widened to contain its point estimate, ``reason`` judged."""
+        """``fit`` as reported: every interval widened to contain its point estimate, ``reason`` judged.
+
+        A percentile interval of replicates that all sit off a bound can miss an estimate on that bound by
+        rounding; a wider miss is said in a note, not hidden by the widening.
+        """
         kept = {f.name: getattr(fit, f.name) for f in fields(fit) if f.init and f.name != "reason"}
-        # a percentile interval of replicates that all sit off a bound can miss an estimate on the bound
         kept["intervals"] = {k: (min(lo, fit.params[k]), max(hi, fit.params[k])) if k in fit.params else (lo, hi)
                              for k, (lo, hi) in fit.intervals.items()}
+        scale = float(np.min(fit.errors))
+        kept["notes"] = list(fit.notes)
+        for k, (lo, hi) in fit.intervals.items():
+            if k in fit.params and _misses(fit.params[k], lo, hi, scale):
+                kept["notes"].append(f"{k} = {sig(fit.params[k])} lay outside its bootstrap interval "
+                                     f"[{sig(lo)}, {sig(hi)}], which is widened to contain it")
         out = cls(**kept)
         out.reason = law_problem(out)
         return out

@@ -136,6 +136,17 @@ def test_a_point_estimate_is_always_inside_its_interval():
         lo, hi = told.intervals[name]
         assert lo <= value <= hi, name
     assert told.intervals["gamma"] == (0.0, 2.0e-9)
+    assert told.notes == fit.notes  # an estimate on its bound, missed by rounding: nothing to say
+
+
+def test_an_estimate_well_outside_its_interval_is_said_not_only_widened():
+    # what the default fit's alpha did before its bootstrap was centred on the law averaged over starts
+    fit = fit_learning_curve(np.geomspace(100, 1e5, 8), 2 * np.geomspace(100, 1e5, 8) ** -0.3 + 0.01, bootstrap=50)
+    fit.intervals["alpha"] = (0.5, 1.5)
+    told = ReportedFit.of(fit)
+    assert told.intervals["alpha"] == (0.5, fit.params["alpha"])
+    assert any("alpha = 2 lay outside its bootstrap interval [0.5, 1.5]" in n for n in told.notes), told.notes
+    assert "alpha = 2 lay outside" in str(told) and "alpha = 2 lay outside" in " ".join(told.to_dict()["notes"])
 
 
 def test_numbers_are_rounded_and_sizes_beyond_the_measured_range_are_said_in_words():
