@@ -33,7 +33,7 @@ from scipy import stats
 
 from lightning_scaling.laws.forms import Context, Form
 
-__all__ = ["KAPPA_PRIOR", "KAPPA_WEIGHT", "NOISE_PRIOR", "DataNeeded", "Prediction", "PredictiveSpread"]
+__all__ = ["KAPPA_PRIOR", "KAPPA_WEIGHT", "NOISE_PRIOR", "DataNeeded", "Prediction", "PredictiveSpread", "misses"]
 
 #: prior extrapolation-error rate (log error per fitted log-size range), and its weight in squared
 #: distance units; set on the development sets (docs/fitting.md)
@@ -250,3 +250,16 @@ class PredictiveSpread:
                    float(max(lx[-1] - lx[0], 1e-12)),
                    np.zeros((0, p)) if members is None else np.asarray(members, float),
                    np.zeros(0) if member_weights is None else np.asarray(member_weights, float))
+
+
+def misses(value: float, lo: float, hi: float, scale: float) -> bool:
+    """Whether a parameter estimate ``value`` lies outside its interval ``[lo, hi]`` by more than rounding
+    at a bound, at the scale of the errors (``scale``, their lowest value).
+
+    >>> misses(0.0, 3.7e-10, 2.0e-9, scale=0.01), misses(2.0, 0.5, 1.5, scale=0.01)
+    (False, True)
+    """
+    if math.isnan(lo) or math.isnan(hi):  # no interval, nothing to miss
+        return False
+    tol = 1e-6 * max(abs(value), abs(lo), abs(hi), scale)
+    return not lo - tol <= value <= hi + tol

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_scaling.laws import LearningCurveFit
+from lightning_scaling.laws.intervals import misses
 from lightning_scaling.sweep.record import FAILED, OK
 
 if TYPE_CHECKING:
@@ -109,14 +110,6 @@ def law_problem(fit: LearningCurveFit) -> str | None:
     return None
 
 
-def _misses(value: float, lo: float, hi: float, scale: float) -> bool:
-    """Whether ``value`` lies outside ``[lo, hi]`` by more than rounding at the scale of the errors."""
-    if math.isnan(lo) or math.isnan(hi):  # no interval, nothing to widen
-        return False
-    tol = 1e-6 * max(abs(value), abs(lo), abs(hi), scale)
-    return not lo - tol <= value <= hi + tol
-
-
 @dataclass
 class ReportedFit(LearningCurveFit):
     """A sweep's fitted learning curve as it is reported (see the module docstring).
@@ -135,14 +128,15 @@ class ReportedFit(LearningCurveFit):
         rounding; a wider miss is said in a note, not hidden by the widening.
         """
         kept = {f.name: getattr(fit, f.name) for f in fields(fit) if f.init and f.name != "reason"}
-        kept["intervals"] = {k: (min(lo, fit.params[k]), max(hi, fit.params[k])) if k in fit.params else (lo, hi)
-                             for k, (lo, hi) in fit.intervals.items()}
-        scale = float(np.min(fit.errors))
-        kept["notes"] = list(fit.notes)
+        kept["intervals"], kept["notes"] = {}, list(fit.notes)
         for k, (lo, hi) in fit.intervals.items():
-            if k in fit.params and _misses(fit.params[k], lo, hi, scale):
-                kept["notes"].append(f"{k} = {sig(fit.params[k])} lay outside its bootstrap interval "
-                                     f"[{sig(lo)}, {sig(hi)}], which is widened to contain it")
+            kept["intervals"][k] = (lo, hi)
+            if k in fit.params:
+                value = fit.params[k]
+                kept["intervals"][k] = (min(lo, value), max(hi, value))
+                if misses(value, lo, hi, float(np.min(fit.errors))):
+                    kept["notes"].append(f"{k} = {sig(value)} lay outside its bootstrap interval "
+                                         f"[{sig(lo)}, {sig(hi)}], which is widened to contain it")
         out = cls(**kept)
         out.reason = law_problem(out)
         return out
